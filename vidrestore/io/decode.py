@@ -1,0 +1,189 @@
+"""Decoding: frames in presentation order, upright, as uint8 RGB; side packets passed on.
+
+Runs in the decoder thread, which owns its own container. A packet that fails to decode
+does not cost a frame: its timestamp is filled with a copy of the previous frame, so the
+output keeps the input's frame count and timing, and the frame's log record says so.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import InputError
+from ..frames import Frame
+from .probe import MediaInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SidePacket:
+    """An audio/subtitle packet (copied as is) or a decoded audio frame (to re-encode)."""
+
+    stream_index: int
+    item: av.Packet | av.AudioFrame
+    time: float  # seconds, for interleaving with the video
+
+
+SideSink = Callable[[SidePacket], None]
+
+
+def read_frames(
+    info: MediaInfo, on_side: SideSink | None = None, reencode: frozenset[int] = frozenset()
+) -> Iterator[Frame]:
+    """Yield every frame of `info.path`; hand side-stream data to `on_side`.
+
+    `reencode` holds the indices of side streams whose packets must be decoded to audio
+    frames (the output container does not take their codec).
+    """
+    if info.kind == "image":
+        yield read_image(info)
+        return
+    yield from _read_video(info, on_side, reencode)
+
+
+def read_image(info: MediaInfo) -> Frame:
+    try:
+        with Image.open(info.path) as img:
+            img = ImageOps.exif_transpose(img)
+            rgb, alpha = _to_rgb8(img)
+    except OSError as exc:
+        raise InputError(f"{info.path}: not a readable image ({exc})") from exc
+    return Frame(index=0, image=rgb, pts=0, time_base=Fraction(1, 1), alpha=alpha)
+
+
+def _to_rgb8(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow mode (16-bit, grey, palette, alpha, CMYK) to uint8 RGB plus optional alpha."""
+    alpha = None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if wide.max(initial=0) > 255 else 255.0
+        grey = np.clip(np.round(wide * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2)), None
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"))
+        alpha = np.ascontiguousarray(rgba[..., 3])
+        return np.ascontiguousarray(rgba[..., :3]), alpha
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"))), None
+
+
+def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[int]):
+    try:
+        container = av.open(str(info.path), metadata_errors="replace")
+    except av.FFmpegError as exc:
+        raise InputError(f"{info.path}: not a readable video ({exc})") from exc
+    with container:
+        video = container.streams.video[0]
+        video.thread_type = "AUTO"  # frame + slice threads in the decoder
+        wanted = [video]
+        if on_side is not None:
+            wanted += [container.streams[s.index] for s in info.side_streams]
+        repair = _TimestampRepair(info)
+        for packet in container.demux(wanted):
+            if packet.stream.index != video.index:
+                _pass_side(packet, on_side, reencode)
+                continue
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as exc:
+                repair.lost(packet, f"decode error: {exc}")
+                continue
+            for frame in decoded:
+                yield from repair.emit(frame)
+        yield from repair.finish()
+        if repair.count == 0:
+            raise InputError(f"{info.path}: video stream has zero decodable frames")
+
+
+def _pass_side(packet: av.Packet, on_side: SideSink | None, reencode: frozenset[int]) -> None:
+    if on_side is None or packet.size == 0:
+        return
+    stream = packet.stream
+    if stream.index in reencode:
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as exc:
+            log.warning("audio stream %d: dropped an undecodable packet (%s)", stream.index, exc)
+            return
+        for frame in frames:
+            t = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            on_side(SidePacket(stream.index, frame, t))
+        return
+    ts = packet.dts if packet.dts is not None else packet.pts
+    t = float(ts * packet.time_base) if ts is not None else 0.0
+    on_side(SidePacket(stream.index, packet, t))
+
+
+class _TimestampRepair:
+    """Turns decoder output into `Frame`s with strictly increasing pts, none lost.
+
+    Timestamps of packets that failed to decode are kept in a heap and filled, in order,
+    with a copy of the last good frame (or the next one, when the failure came first).
+    """
+
+    def __init__(self, info: MediaInfo) -> None:
+        self.info = info
+        self.count = 0
+        self._last: Frame | None = None
+        self._lost: list[tuple[int, str]] = []
+        self._step = _frame_step(info)
+
+    def lost(self, packet: av.Packet, why: str) -> None:
+        pts = packet.pts if packet.pts is not None else packet.dts
+        log.warning("%s: %s at pts %s", self.info.path, why, pts)
+        if pts is not None:
+            heapq.heappush(self._lost, (pts, why))
+
+    def emit(self, av_frame: av.VideoFrame) -> Iterator[Frame]:
+        pts = av_frame.pts
+        if pts is None:
+            pts = self._last.pts + self._step if self._last else 0
+        image = _upright_rgb(av_frame, self.info.rotation)
+        warnings = ["decoder marked this frame corrupt"] if av_frame.is_corrupt else []
+        frame_image = image
+        while self._lost and self._lost[0][0] < pts:
+            lost_pts, why = heapq.heappop(self._lost)
+            source = self._last.image if self._last else frame_image
+            yield from self._push(source.copy(), lost_pts, [f"{why}; repeated a neighbour"])
+        while self._lost and self._lost[0][0] == pts:
+            heapq.heappop(self._lost)  # the decoder recovered this one after all
+        yield from self._push(frame_image, pts, warnings)
+
+    def finish(self) -> Iterator[Frame]:
+        while self._lost:
+            lost_pts, why = heapq.heappop(self._lost)
+            if self._last is not None:
+                yield from self._push(self._last.image.copy(), lost_pts,
+                                      [f"{why}; repeated previous frame"])
+
+    def _push(self, image: np.ndarray, pts: int, warnings: list[str]) -> Iterator[Frame]:
+        if self._last is not None and pts <= self._last.pts:
+            warnings = [*warnings, f"non-increasing pts {pts} moved to {self._last.pts + 1}"]
+            pts = self._last.pts + 1
+        frame = Frame(self.count, image, pts, self.info.time_base, warnings)
+        self.count += 1
+        self._last = frame
+        yield frame
+
+
+def _frame_step(info: MediaInfo) -> int:
+    if info.rate:
+        return max(1, round(1 / (info.rate * info.time_base)))
+    return 1
+
+
+def _upright_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    # Convert with the frame's own matrix and range so BT.709 / full-range sources keep colour.
+    rgb = frame.to_ndarray(format="rgb24", src_colorspace=frame.colorspace or None,
+                           src_color_range=frame.color_range or None)
+    if rotation:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))
+    return rgb

@@ -1,0 +1,179 @@
+"""Check an input path and describe it before any thread starts.
+
+Every failure becomes an `InputError` that names the file and the problem in one line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InputError
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class SideStream:
+    """An audio or subtitle stream to carry over to the output."""
+
+    index: int
+    kind: str  # "audio" | "subtitle"
+    codec: str
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    kind: str  # "video" | "image"
+    width: int  # upright (after rotation)
+    height: int
+    rotation: int = 0  # counter-clockwise degrees of the display matrix, multiple of 90
+    time_base: Fraction = Fraction(1, 1)
+    rate: Fraction | None = None
+    frame_count: int = 1  # from the container index; 0 when unknown
+    duration_s: float | None = None
+    pix_fmt: str = "rgb24"
+    bit_depth: int = 8
+    color: dict[str, int] = field(default_factory=dict)
+    side_streams: tuple[SideStream, ...] = ()
+    has_alpha: bool = False
+
+
+def media_kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    return None
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a video or image file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    kind = media_kind(path)
+    if kind is None:
+        raise InputError(
+            f"{path}: unknown extension {path.suffix or '(none)'!r}; videos: "
+            f"{' '.join(VIDEO_EXTENSIONS)}; images: {' '.join(IMAGE_EXTENSIONS)}"
+        )
+    return _probe_image(path) if kind == "image" else _probe_video(path)
+
+
+def _probe_image(path: Path) -> MediaInfo:
+    try:
+        with Image.open(path) as img:
+            img.verify()  # catches truncated and corrupt files cheaply
+        with Image.open(path) as img:
+            img.load()
+            width, height = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation swaps axes
+                width, height = height, width
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image ({_reason(exc)})") from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: image too large to decode safely ({exc})") from exc
+    return MediaInfo(path=path, kind="image", width=width, height=height, has_alpha=has_alpha)
+
+
+def _probe_video(path: Path) -> MediaInfo:
+    try:
+        container = av.open(str(path), metadata_errors="replace")
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from exc
+    with container:
+        if not container.streams.video:
+            what = "audio only" if container.streams.audio else "no streams"
+            raise InputError(f"{path}: has no video stream ({what})")
+        stream = container.streams.video[0]
+        _check_index_complete(path, stream)
+        first = _first_frame(path, container, stream)
+        rotation = int(round(first.rotation or 0)) % 360
+        if rotation % 90:
+            rotation = 0  # arbitrary angles are rare; the frames stay as stored
+        ctx = stream.codec_context
+        width, height = first.width, first.height
+        if rotation in (90, 270):
+            width, height = height, width
+        sides = tuple(
+            SideStream(s.index, s.type, s.codec_context.name)
+            for s in container.streams
+            if s.type in ("audio", "subtitle") and s.codec_context is not None
+        )
+        duration = None
+        if stream.duration is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        color = {
+            "color_range": int(first.color_range),
+            "colorspace": int(first.colorspace),
+            "color_primaries": int(ctx.color_primaries),
+            "color_trc": int(ctx.color_trc),
+        }
+        return MediaInfo(
+            path=path,
+            kind="video",
+            width=width,
+            height=height,
+            rotation=rotation,
+            time_base=stream.time_base,
+            rate=Fraction(rate) if rate else None,
+            frame_count=stream.frames or 0,
+            duration_s=duration,
+            pix_fmt=first.format.name,
+            bit_depth=_bit_depth(first.format),
+            color=color,
+            side_streams=sides,
+        )
+
+
+def _check_index_complete(path: Path, stream: av.video.stream.VideoStream) -> None:
+    """An indexed container whose index points past the end of the file was cut short."""
+    entries = stream.index_entries
+    if not entries:
+        return
+    last = entries[len(entries) - 1]
+    size = path.stat().st_size
+    if last.pos > 0 and last.pos + last.size > size:
+        raise InputError(
+            f"{path}: truncated (the index needs {last.pos + last.size} bytes, the file has {size})"
+        )
+
+
+def _first_frame(path: Path, container: av.container.InputContainer, stream) -> av.VideoFrame:
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: video cannot be decoded ({_reason(exc)})") from exc
+    raise InputError(f"{path}: video stream has zero frames")
+
+
+def _bit_depth(fmt: av.VideoFormat) -> int:
+    try:
+        return max(c.bits for c in fmt.components)
+    except (AttributeError, ValueError):
+        return 8
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+    # FFmpeg messages often repeat the file name; keep the first line, drop the path echo.
+    return text.splitlines()[0].split(": '")[0].strip()
