@@ -23,6 +23,7 @@ class Frame:
     time_base: Fraction
     warnings: list[str] = field(default_factory=list)
     alpha: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:

@@ -1,0 +1,43 @@
+"""`FrameBatch`: the device-side unit of work that moves through the stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """N frames on the working device.
+
+    inputs: (N, 3, H, W) float32 RGB in [0, 1], the decoded frames, never changed.
+    output: (N, 3, sH, sW) float32 RGB in [0, 1], the frames being built (None until the
+        background stage has run).
+    scale: output size / input size.
+    notes: one dict per frame; stages add log fields (faces, ...) by returning new dicts.
+    """
+
+    inputs: torch.Tensor
+    scale: int
+    output: torch.Tensor | None = None
+    notes: tuple[dict[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.inputs.ndim != 4 or self.inputs.shape[1] != 3:
+            raise ValueError(f"inputs must be (N, 3, H, W), got {tuple(self.inputs.shape)}")
+        if not self.inputs.is_floating_point():
+            raise ValueError(f"inputs must be float in [0, 1], got {self.inputs.dtype}")
+        n, _, h, w = self.inputs.shape
+        if self.output is not None and tuple(self.output.shape) != (n, 3, h * self.scale,
+                                                                     w * self.scale):
+            raise ValueError(f"output must be {(n, 3, h * self.scale, w * self.scale)}, "
+                             f"got {tuple(self.output.shape)}")
+        if not self.notes:
+            object.__setattr__(self, "notes", tuple({} for _ in range(n)))
+        elif len(self.notes) != n:
+            raise ValueError(f"{len(self.notes)} notes for {n} frames")
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]

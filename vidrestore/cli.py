@@ -1,0 +1,208 @@
+"""Command line: parsing and reporting only. The one place that prints and exits."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import SCALES, load_config, preset_path
+from .errors import ConfigError, VidrestoreError
+
+log = logging.getLogger("vidrestore")
+
+
+class _RestoreByDefault(click.Group):
+    """`vidrestore IN OUT` means `vidrestore restore IN OUT`; subcommands keep their names."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = next((a for a in args if not a.startswith("-")), None)
+        wants_help = any(a in ("--help", "-h") for a in args) and first is None
+        if args and not wants_help and first not in self.commands and args[0] != "--version":
+            args = ["restore", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_RestoreByDefault, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vidrestore")
+def main() -> None:
+    """Restore faces in videos and images.
+
+    \b
+      vidrestore IN OUT [options]     restore a video or an image (same as 'restore')
+      vidrestore models list          the model weights: present, bundled, missing
+    """
+
+
+def _model_options(func):
+    options = [
+        click.option("--config", "config", metavar="FILE|PRESET",
+                     help="YAML preset file, or the name of one in configs/ "
+                          "(default, fast, quality)."),
+        click.option("--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
+        click.option("--batch-size", type=click.IntRange(min=1),
+                     help="Frames per device batch (default: 4)."),
+        click.option("--face-model", help="Face restorer: gfpgan-1.3 (default), gfpgan-1.4, "
+                                          "restoreformer++, or none."),
+        click.option("--bg-model", help="Background upscaler: realesrgan-x2plus (default), "
+                                        "realesrgan-x4plus, realesr-general-x4v3, "
+                                        "realesr-animevideov3, or none (plain resize)."),
+        click.option("--tile", type=click.IntRange(min=0),
+                     help="Background tile size in input pixels (0: automatic)."),
+        click.option("--models-dir", type=click.Path(file_okay=False),
+                     help="Where model weights are cached (default: $VIDRESTORE_HOME or the "
+                          "user cache)."),
+        click.option("--no-download", is_flag=True, default=None,
+                     help="Never fetch weights; use what is cached or bundled."),
+        click.option("--strict-models", is_flag=True, default=None,
+                     help="Fail instead of falling back when an official model is missing."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _verbosity_options(func):
+    func = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")(func)
+    func = click.option("-v", "--verbose", is_flag=True, help="More log lines.")(func)
+    func = click.option("-q", "--quiet", is_flag=True,
+                        help="No progress bar, only errors.")(func)
+    return func
+
+
+@main.command()
+@click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--scale", type=click.Choice([str(s) for s in SCALES]),
+              help="Output size / input size (default: 2).")
+@_model_options
+@click.option("--log", "log_path", type=click.Path(path_type=Path),
+              help="Per-frame JSON Lines log (default: OUT.jsonl).")
+@click.option("--codec", help="Video encoder (default: libx264; libvpx-vp9 for .webm).")
+@click.option("--crf", type=click.IntRange(0, 63), help="Encoder quality (default: 18).")
+@click.option("--preset", help="Encoder speed preset, e.g. veryfast, medium, slow.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@_verbosity_options
+def restore(input_path: Path, output_path: Path, scale, log_path, codec, crf, preset,
+            overwrite: bool, quiet: bool, verbose: bool, debug: bool, **model_flags) -> None:
+    """Restore the faces in IN (video or image) and write OUT."""
+    _setup_logging(quiet, verbose, debug)
+
+    def job() -> dict[str, Any]:
+        from .run import restore as run_restore  # heavy imports only when needed
+
+        flags = _model_flags(model_flags)
+        flags["scale"] = int(scale) if scale else None
+        flags["encode"] = {"codec": codec, "crf": crf, "preset": preset}
+        cfg = _load(model_flags.get("config"), flags)
+        with _Progress(enabled=not quiet) as bar:
+            return run_restore(input_path, output_path, cfg, log_path=log_path,
+                               overwrite=overwrite, progress=bar.update)
+
+    summary = _run(job, debug)
+    if not quiet:
+        failed = summary["failed_frames"]
+        click.echo(f"wrote {output_path}: {summary['frames_out']} frames "
+                   f"({summary['fps']} fps), log {log_path or str(output_path) + '.jsonl'}"
+                   + (f"; {failed} frames written unprocessed" if failed else ""), err=True)
+
+
+def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
+    download = None if flags.get("no_download") is None else not flags["no_download"]
+    return {
+        "device": flags.get("device"),
+        "batch_size": flags.get("batch_size"),
+        "background": {"model": flags.get("bg_model"), "tile": flags.get("tile")},
+        "face": {"model": flags.get("face_model")},
+        "models": {"dir": flags.get("models_dir"), "download": download,
+                   "strict": flags.get("strict_models")},
+    }
+
+
+def _load(config: str | None, flags: dict[str, Any]):
+    if config is None:
+        return load_config("default", None, flags)
+    if Path(config).is_file():
+        return load_config("default", config, flags)
+    if config.endswith((".yaml", ".yml")):
+        raise ConfigError(f"{config}: no such config file")
+    return load_config("default", preset_path(config), flags)
+
+
+def _run(job, debug: bool):
+    """Run `job`; turn our errors into one line and an exit code, Ctrl-C into 130."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return job()
+    except VidrestoreError as exc:
+        if debug:
+            raise
+        click.echo(f"vidrestore: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("vidrestore: interrupted", err=True)
+        sys.exit(130)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+class _Progress:
+    """A tqdm bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total or None, unit="frame", dynamic_ncols=True,
+                            file=sys.stderr, smoothing=0.1)
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _LineHandler(logging.Handler):
+    """'vidrestore: warning: ...' lines on stderr that do not break a tqdm bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        msg = record.getMessage()
+        if record.levelno < logging.WARNING:
+            line = f"vidrestore: {msg}"
+        else:
+            line = f"vidrestore: {record.levelname.lower()}: {msg}"
+        if record.exc_info and logging.getLogger("vidrestore").level <= logging.DEBUG:
+            line += "\n" + self.format(record)
+        tqdm.write(line, file=sys.stderr)
+
+
+def _setup_logging(quiet: bool, verbose: bool, debug: bool) -> None:
+    root = logging.getLogger("vidrestore")
+    root.handlers[:] = [_LineHandler()]
+    root.propagate = False
+    if debug:
+        root.setLevel(logging.DEBUG)
+    elif verbose:
+        root.setLevel(logging.INFO)
+    elif quiet:
+        root.setLevel(logging.ERROR)
+    else:
+        root.setLevel(logging.WARNING)

@@ -1,0 +1,124 @@
+"""What the output will be: container format, video codec and pixel format, side streams.
+
+Decided once, before the threads start, from the probed input and the output path, so
+that the decoder knows which audio to decode and the encoder knows what to write.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import EncodeConfig
+from ..errors import ConfigError, OutputError
+from .probe import IMAGE_EXTENSIONS, MediaInfo, SideStream, media_kind
+
+log = logging.getLogger(__name__)
+
+# suffix -> (muxer, default video codec, audio codecs it takes as they are, audio fallback,
+#            subtitle codecs it takes). None means "everything".
+_CONTAINERS: dict[str, tuple[str, str, frozenset[str] | None, str, frozenset[str] | None]] = {
+    ".mp4": ("mp4", "libx264",
+             frozenset({"aac", "mp3", "alac", "flac", "opus", "ac3", "eac3", "mp2"}),
+             "aac", frozenset({"mov_text"})),
+    ".m4v": ("mp4", "libx264",
+             frozenset({"aac", "mp3", "alac", "flac", "opus", "ac3", "eac3", "mp2"}),
+             "aac", frozenset({"mov_text"})),
+    ".mov": ("mov", "libx264",
+             frozenset({"aac", "mp3", "alac", "ac3", "eac3", "mp2", "pcm_s16le", "pcm_s24le",
+                        "pcm_s16be", "pcm_s24be", "pcm_f32le"}),
+             "aac", frozenset({"mov_text"})),
+    ".mkv": ("matroska", "libx264", None, "flac", None),
+    ".webm": ("webm", "libvpx-vp9", frozenset({"opus", "vorbis"}), "libopus",
+              frozenset({"webvtt"})),
+    ".avi": ("avi", "libx264", frozenset({"mp3", "ac3", "mp2", "pcm_s16le", "pcm_u8"}),
+             "libmp3lame", frozenset()),
+}
+
+IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
+                 ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
+_YUV420_CODECS = frozenset({"libx264", "libx265", "h264_nvenc", "hevc_nvenc"})
+
+
+@dataclass(frozen=True)
+class SidePlan:
+    stream: SideStream
+    action: str  # "copy" | "reencode" | "drop"
+    codec: str  # the output codec
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    path: Path
+    kind: str  # "video" | "image"
+    width: int
+    height: int
+    muxer: str = ""
+    codec: str = ""
+    pix_fmt: str = ""
+    sides: tuple[SidePlan, ...] = ()
+    image_format: str = ""
+
+    @property
+    def reencode_indices(self) -> frozenset[int]:
+        return frozenset(p.stream.index for p in self.sides if p.action == "reencode")
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        for p in self.sides:
+            if p.action == "reencode":
+                out.append(f"{p.stream.kind} stream {p.stream.index} ({p.stream.codec}) does not "
+                           f"fit {self.path.suffix}; re-encoded as {p.codec}")
+            elif p.action == "drop":
+                out.append(f"{p.stream.kind} stream {p.stream.index} ({p.stream.codec}) cannot "
+                           f"go into {self.path.suffix}; dropped")
+        return out
+
+
+def plan_output(info: MediaInfo, out: Path, scale: int, enc: EncodeConfig) -> OutputPlan:
+    kind = media_kind(out)
+    if kind is None:
+        raise OutputError(f"{out}: unknown output extension {out.suffix or '(none)'!r}; videos: "
+                          f"{' '.join(_CONTAINERS)}; images: {' '.join(IMAGE_EXTENSIONS)}")
+    if kind != info.kind:
+        raise OutputError(f"{out}: the input is {'an' if info.kind == 'image' else 'a'} "
+                          f"{info.kind}, so the output must be one too")
+    width, height = info.width * scale, info.height * scale
+    if kind == "image":
+        return OutputPlan(out, kind, width, height, image_format=IMAGE_FORMATS[out.suffix.lower()])
+    muxer, default_codec, audio_ok, audio_fallback, subs_ok = _CONTAINERS[out.suffix.lower()]
+    codec = default_codec if enc.codec == "auto" else enc.codec
+    _check_codec(codec)
+    pix_fmt = enc.pix_fmt if enc.pix_fmt != "auto" else _pick_pix_fmt(info, codec, width, height)
+    sides = tuple(_plan_side(s, audio_ok, audio_fallback, subs_ok) for s in info.side_streams)
+    return OutputPlan(out, kind, width, height, muxer, codec, pix_fmt, sides)
+
+
+def _plan_side(stream: SideStream, audio_ok, audio_fallback, subs_ok) -> SidePlan:
+    if stream.kind == "audio":
+        if audio_ok is None or stream.codec in audio_ok:
+            return SidePlan(stream, "copy", stream.codec)
+        return SidePlan(stream, "reencode", audio_fallback)
+    if subs_ok is None or stream.codec in subs_ok:
+        return SidePlan(stream, "copy", stream.codec)
+    return SidePlan(stream, "drop", stream.codec)
+
+
+def _pick_pix_fmt(info: MediaInfo, codec: str, width: int, height: int) -> str:
+    deep = info.bit_depth > 8 and codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1")
+    if codec in _YUV420_CODECS and (width % 2 or height % 2):
+        # 4:2:0 needs even sizes; 4:4:4 keeps every pixel of an odd-sized frame.
+        log.info("odd output size %dx%d: encoding as 4:4:4", width, height)
+        return "yuv444p10le" if deep else "yuv444p"
+    return "yuv420p10le" if deep else "yuv420p"
+
+
+def _check_codec(codec: str) -> None:
+    import av  # local: only io modules import av, and plan is one of them
+
+    if codec not in av.codecs_available:
+        raise ConfigError(f"encode.codec: {codec!r} is not available in this PyAV build; "
+                          "try libx264, libx265, libvpx-vp9 or libsvtav1")

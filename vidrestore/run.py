@@ -1,0 +1,104 @@
+"""`restore()`: one input to one output, atomically, with a log and a summary."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import RunConfig
+from .device import resolve_device
+from .errors import OutputError
+from .io.plan import plan_output
+from .io.probe import probe
+from .models import ModelStore
+from .pipeline import Pipeline, Progress
+from .runlog import RunLog
+from .stages.build import build_stages
+
+log = logging.getLogger(__name__)
+
+
+def default_log_path(output: Path) -> Path:
+    return output.with_name(output.name + ".jsonl")
+
+
+def partial_path(final: Path) -> Path:
+    """Where `final` is written until it is complete; same folder, so the rename is atomic."""
+    return final.with_name(f".{final.name}.partial-{os.getpid()}{final.suffix}")
+
+
+def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str],
+            cfg: RunConfig, *, log_path: str | os.PathLike[str] | None = None,
+            overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Restore `input_path` into `output_path`; return the run's summary.
+
+    OUT and its log appear only when the whole run has succeeded: both are written to
+    partial files beside them and renamed at the end; any failure removes the partials.
+    """
+    started = time.perf_counter()
+    src, dst = Path(input_path), Path(output_path)
+    info = probe(src)
+    _check_destination(src, dst, overwrite)
+    plan = plan_output(info, dst, cfg.scale, cfg.encode)
+    log_final = Path(log_path) if log_path else default_log_path(dst)
+    _check_destination(src, log_final, overwrite)
+    device = resolve_device(cfg.device)
+    built = build_stages(cfg, device, ModelStore(cfg.models))
+    for warning in plan.warnings + built.warnings:
+        log.warning("%s", warning)
+
+    partial, log_partial = partial_path(dst), partial_path(log_final)
+    runlog = RunLog(log_partial)
+    try:
+        pipeline = Pipeline(info, plan, built.stages, device, batch_size=cfg.batch_size,
+                            queue_frames=cfg.queue_frames, encode_config=cfg.encode,
+                            progress=progress)
+        stats = pipeline.run(partial, runlog)
+        wall_s = time.perf_counter() - started
+        summary = {
+            "version": __version__, "input": str(src), "output": str(dst),
+            "frames_in": stats.frames_in, "frames_out": stats.frames_out,
+            "failed_frames": stats.failed_frames, "wall_s": round(wall_s, 3),
+            "fps": round(stats.frames_out / wall_s, 3) if wall_s else None,
+            "device": str(device), "scale": cfg.scale, "batch_size": cfg.batch_size,
+            "size_in": [info.width, info.height], "size_out": [plan.width, plan.height],
+            "codec": plan.codec or plan.image_format, "pix_fmt": plan.pix_fmt or None,
+            "models": built.models,
+            "mean_ms_per_frame": {k: round(v / max(stats.frames_out, 1), 3)
+                                  for k, v in stats.stage_ms.items()},
+            "warnings": plan.warnings + built.warnings + stats.warnings,
+        }
+        runlog.summary(summary)
+        runlog.close()
+        os.replace(partial, dst)
+        os.replace(log_partial, log_final)
+        return summary
+    except BaseException:
+        runlog.close()
+        for leftover in (partial, log_partial):
+            leftover.unlink(missing_ok=True)
+        raise
+
+
+def _check_destination(src: Path, dst: Path, overwrite: bool) -> None:
+    if dst.resolve() == src.resolve() or (dst.exists() and _same_file(src, dst)):
+        raise OutputError(f"{dst}: is the input file; choose another output path")
+    if dst.is_dir():
+        raise OutputError(f"{dst}: is a directory; give a file name")
+    if dst.exists() and not overwrite:
+        raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
+    if not dst.parent.is_dir():
+        raise OutputError(f"{dst}: folder {dst.parent} does not exist")
+    if not os.access(dst.parent, os.W_OK):
+        raise OutputError(f"{dst}: folder {dst.parent} is not writable")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

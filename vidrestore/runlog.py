@@ -1,0 +1,36 @@
+"""The per-frame log: one JSON object per output frame, in order, then a summary object."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class RunLog:
+    """Writes JSON Lines to `path` (the caller decides where and renames it at the end)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: TextIO = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def frame(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(_clean(record), separators=(",", ":")) + "\n")
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        self._file.write(json.dumps({"summary": _clean(summary)}, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
