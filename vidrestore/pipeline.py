@@ -128,7 +128,7 @@ class Pipeline:
                 self._drain_side(writer)
                 started = time.perf_counter()
                 writer.write(item.image, item.source)
-                item.record["timings_ms"]["encode"] = (time.perf_counter() - started) * 1000
+                item.record["timings_ms"]["encode"] = round((time.perf_counter() - started) * 1000, 3)
                 log.frame(item.record)
                 self.stats.frames_out += 1
                 if self.progress:
@@ -258,5 +258,6 @@ def to_device(frames: list[Frame], device: torch.device) -> torch.Tensor:
 
 def to_host(frames: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) float [0, 1] on any device to uint8 (N, H, W, 3) on the host."""
-    as_bytes = frames.clamp(0, 1).mul(255.0).round_().to(torch.uint8)
-    return as_bytes.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    # Three passes over NHWC floats (the upload made them channels-last): scale, round, clamp.
+    nhwc = frames.permute(0, 2, 3, 1).mul(255.0).add_(0.5).clamp_(0, 255)
+    return nhwc.to(torch.uint8).contiguous().cpu().numpy()

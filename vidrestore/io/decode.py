@@ -91,14 +91,15 @@ def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[i
             if packet.stream.index != video.index:
                 _pass_side(packet, on_side, reencode)
                 continue
+            repair.demuxed(packet)
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:
-                repair.lost(packet, f"decode error: {exc}")
+                repair.failed(packet, exc)
                 continue
             for frame in decoded:
                 yield from repair.emit(frame)
-        yield from repair.finish()
+        yield from repair.finish()  # demux ended with a flush packet, so nothing is held
         if repair.count == 0:
             raise InputError(f"{info.path}: video stream has zero decodable frames")
 
@@ -125,44 +126,51 @@ def _pass_side(packet: av.Packet, on_side: SideSink | None, reencode: frozenset[
 class _TimestampRepair:
     """Turns decoder output into `Frame`s with strictly increasing pts, none lost.
 
-    Timestamps of packets that failed to decode are kept in a heap and filled, in order,
-    with a copy of the last good frame (or the next one, when the failure came first).
+    Every demuxed video packet's pts is remembered. The decoder gives frames in
+    presentation order, so when a frame with pts q comes out, any remembered pts below q
+    that has not come out never will (its packet failed to decode, perhaps reported a
+    packet or two later by a threaded decoder): it is filled with a copy of the last good
+    frame (or of this one, when the loss came first).
     """
 
     def __init__(self, info: MediaInfo) -> None:
         self.info = info
         self.count = 0
+        self.errors: list[str] = []
         self._last: Frame | None = None
-        self._lost: list[tuple[int, str]] = []
+        self._expected: list[int] = []
         self._step = _frame_step(info)
 
-    def lost(self, packet: av.Packet, why: str) -> None:
-        pts = packet.pts if packet.pts is not None else packet.dts
-        log.warning("%s: %s at pts %s", self.info.path, why, pts)
-        if pts is not None:
-            heapq.heappush(self._lost, (pts, why))
+    def demuxed(self, packet: av.Packet) -> None:
+        if packet.pts is not None and not packet.is_discard:
+            heapq.heappush(self._expected, packet.pts)
+
+    def failed(self, packet: av.Packet, exc: Exception) -> None:
+        log.warning("%s: decode error near pts %s (%s)", self.info.path, packet.pts, exc)
+        self.errors.append(str(exc))
 
     def emit(self, av_frame: av.VideoFrame) -> Iterator[Frame]:
         pts = av_frame.pts
         if pts is None:
             pts = self._last.pts + self._step if self._last else 0
         image = _upright_rgb(av_frame, self.info.rotation)
+        yield from self._fill_lost_before(pts, image)
+        while self._expected and self._expected[0] == pts:
+            heapq.heappop(self._expected)
         warnings = ["decoder marked this frame corrupt"] if av_frame.is_corrupt else []
-        frame_image = image
-        while self._lost and self._lost[0][0] < pts:
-            lost_pts, why = heapq.heappop(self._lost)
-            source = self._last.image if self._last else frame_image
-            yield from self._push(source.copy(), lost_pts, [f"{why}; repeated a neighbour"])
-        while self._lost and self._lost[0][0] == pts:
-            heapq.heappop(self._lost)  # the decoder recovered this one after all
-        yield from self._push(frame_image, pts, warnings)
+        yield from self._push(image, pts, warnings)
 
     def finish(self) -> Iterator[Frame]:
-        while self._lost:
-            lost_pts, why = heapq.heappop(self._lost)
-            if self._last is not None:
-                yield from self._push(self._last.image.copy(), lost_pts,
-                                      [f"{why}; repeated previous frame"])
+        if self._last is not None:
+            yield from self._fill_lost_before(None, self._last.image)
+
+    def _fill_lost_before(self, pts: int | None, fallback: np.ndarray) -> Iterator[Frame]:
+        while self._expected and (pts is None or self._expected[0] < pts):
+            lost = heapq.heappop(self._expected)
+            why = self.errors[-1] if self.errors else "no frame came out of the decoder"
+            source = self._last.image if self._last is not None else fallback
+            yield from self._push(source.copy(), lost,
+                                  [f"frame lost in decoding ({why}); repeated a neighbour"])
 
     def _push(self, image: np.ndarray, pts: int, warnings: list[str]) -> Iterator[Frame]:
         if self._last is not None and pts <= self._last.pts:
