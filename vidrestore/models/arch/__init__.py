@@ -1,0 +1,1 @@
+"""Network definitions written for vidrestore, each loadable from its official state dict."""
