@@ -196,6 +196,14 @@ def test_a_missing_file_is_downloaded_when_allowed(server, tmp_path):
     assert resolved.source == "downloaded" and resolved.path.read_bytes() == PAYLOAD
 
 
+def test_download_replaces_a_damaged_cached_file(server, tmp_path):
+    server.files["/m.pth"] = PAYLOAD
+    (tmp_path / "m.pth").write_bytes(b"damaged")
+    registry = build_registry(official("m", PAYLOAD, server.base + "/m.pth"))
+    resolved = ModelStore(ModelsConfig(dir=str(tmp_path)), registry=registry).download("m")
+    assert resolved.source == "downloaded" and resolved.path.read_bytes() == PAYLOAD
+
+
 def _with_bundled_fallback(url: str) -> dict[str, ModelSpec]:
     stand_in = REGISTRY["realesr-animevideov3-ncnn"]
     spec = official("general", PAYLOAD, url, arch="srvgg", fallback=stand_in.name, scale=4)
