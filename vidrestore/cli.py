@@ -39,6 +39,12 @@ def main() -> None:
     """
 
 
+def _add_subcommands() -> None:
+    from .cli_models import models_group
+
+    main.add_command(models_group)
+
+
 def _model_options(func):
     options = [
         click.option("--config", "config", metavar="FILE|PRESET",
@@ -206,3 +212,6 @@ def _setup_logging(quiet: bool, verbose: bool, debug: bool) -> None:
         root.setLevel(logging.ERROR)
     else:
         root.setLevel(logging.WARNING)
+
+
+_add_subcommands()

@@ -77,6 +77,7 @@ class ModelSpec:
     companions: tuple[FileDigest, ...] = ()  # more files read together with `filename`
     members: tuple[FileDigest, ...] = ()  # files inside an archive that a loader uses
     note: str = ""
+    user_supplied: bool = False  # a weight file the user named by path: no url, no digest
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -90,7 +91,8 @@ class ModelSpec:
             raise ValueError(f"{self.name}: size_bytes must be positive, got {self.size_bytes}")
         if self.bundled and (self.source is None or self.url is not None):
             raise ValueError(f"{self.name}: a bundled spec names its source package and no url")
-        if not self.bundled and not (self.url or "").startswith(_URL_SCHEMES):
+        if not (self.bundled or self.user_supplied) and not (self.url or "").startswith(
+                _URL_SCHEMES):
             raise ValueError(f"{self.name}: an official spec needs an https url, got {self.url!r}")
 
     @property

@@ -119,6 +119,21 @@ class ModelStore:
                 f"at {path}")
         return self._fallback(spec, missing)
 
+    def user_file(self, path: str | Path, role: str) -> ResolvedModel:
+        """A weight file the user named by path (`--bg-model my_x4.pth`): loaded as it is.
+
+        No digest exists to check it against; the loaders still refuse anything that is not
+        plain tensors in an architecture spandrel knows.
+        """
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ModelError(f"{path}: no such model file")
+        spec = ModelSpec(name=path.name, role=role, arch="auto", format="pth",
+                         filename=str(path), size_bytes=max(path.stat().st_size, 1),
+                         sha256=None, license="as its owner gives it", origin_url=str(path),
+                         user_supplied=True)
+        return ResolvedModel(spec, path, "file", str(path))
+
     def download(self, name: str, progress: fetch.ProgressCallback | None = None
                  ) -> ResolvedModel:
         """Fetch an official model even when downloads are off in the config (no fallback).

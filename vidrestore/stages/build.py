@@ -37,12 +37,12 @@ def _add_background_stage(cfg: RunConfig, device, store: ModelStore, built: Buil
         built.stages.append(PlainResize())
         built.models["background"] = {"name": "none", "source": "plain bicubic resize"}
         return
-    resolved = store.locate(bg.model)
+    resolved = _resolve(store, bg.model, "background_upscaler")
     model = load_image_model(resolved, device)
     built.stages.append(BackgroundUpscaler(model, device, tile=bg.tile, tile_pad=bg.tile_pad,
                                            half=bg.half))
     built.models["background"] = resolved.describe()
-    if resolved.spec.name != bg.model:
+    if resolved.is_fallback:
         built.warnings.append(f"background model {bg.model} is not available; using "
                               f"{resolved.spec.name} ({resolved.source}) in its place")
 
@@ -53,7 +53,7 @@ def _add_face_stage(cfg: RunConfig, device, store: ModelStore, built: BuiltStage
         built.models["face"] = {"name": "none", "source": "face path skipped (--face-model none)"}
         return
     try:
-        resolved = store.locate(name)
+        resolved = _resolve(store, name, "face_restorer")
     except ModelError as exc:
         if cfg.models.strict:
             raise
@@ -65,3 +65,13 @@ def _add_face_stage(cfg: RunConfig, device, store: ModelStore, built: BuiltStage
     built.models["face"] = resolved.describe()
     built.warnings.append(f"face model {name} found, but this build has no face stage yet; "
                           "faces are upscaled with the background")
+
+
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+
+
+def _resolve(store: ModelStore, name: str, role: str):
+    """A registry name, or the path of the user's own weight file."""
+    if name.lower().endswith(_WEIGHT_SUFFIXES):
+        return store.user_file(name, role)
+    return store.locate(name)

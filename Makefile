@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh Linux machine (Python >= 3.10):
+#   make sample   installs into .venv and restores samples/sample.mp4 -> out/sample_restored.mp4
+#   make test     installs into .venv (with test extras) and runs the test suite
+# PIP_FIND_LINKS is cleared so pip takes torch and torchvision from the package index as a
+# matching pair, never a stray local torch wheel without its torchvision.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP_ENV := PIP_FIND_LINKS=
+
+.PHONY: install sample test test-slow bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP_ENV) $(BIN)/python -m pip install -q --upgrade pip
+	$(PIP_ENV) $(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+sample: install
+	mkdir -p out
+	$(BIN)/vidrestore samples/sample.mp4 out/sample_restored.mp4 --config fast --overwrite
+	$(BIN)/python -c "import av; c = av.open('out/sample_restored.mp4'); print('out/sample_restored.mp4:', *(f'{s.type} {s.codec_context.name} {s.frames} frames' if s.type == 'video' else f'{s.type} {s.codec_context.name}' for s in c.streams))"
+
+test: install
+	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+bench: install
+	$(BIN)/python bench/pipeline_overhead.py --json bench/results/pipeline_overhead_cpu.json
+
+clean:
+	rm -rf $(VENV) out
