@@ -113,7 +113,8 @@ def restore(input_path: Path, output_path: Path, scale, log_path, codec, crf, pr
     summary = _run(job, debug)
     if not quiet:
         failed = summary["failed_frames"]
-        click.echo(f"wrote {output_path}: {summary['frames_out']} frames "
+        frames = summary["frames_out"]
+        click.echo(f"wrote {output_path}: {frames} frame{'s' if frames != 1 else ''} "
                    f"({summary['fps']} fps), log {log_path or str(output_path) + '.jsonl'}"
                    + (f"; {failed} frames written unprocessed" if failed else ""), err=True)
 
