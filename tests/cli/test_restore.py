@@ -222,3 +222,68 @@ def test_sigterm_leaves_nothing(tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert list(out_dir.iterdir()) == []
+
+
+def _tiny_compact_file(path: Path, scale: int = 4) -> Path:
+    """A random-initialised SRVGGNetCompact in Real-ESRGAN's official {'params': ...} layout."""
+    import torch
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(0)
+    net = Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=scale)
+    torch.save({"params": net.state_dict()}, path)
+    return path
+
+
+def test_very_large_image_is_upscaled_in_tiles(cli, tmp_path):
+    weights = _tiny_compact_file(tmp_path / "tiny_x4.pth")
+    src = make_image(tmp_path / "big.png", size=(3000, 2000))
+    out = tmp_path / "big_out.png"
+    result = cli(src, out, "--bg-model", weights, "--face-model", "none", "--scale", "2",
+                 "--tile", "512", "--quiet")
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as img:
+        assert img.size == (6000, 4000)
+    summary = json.loads((tmp_path / "big_out.png.jsonl").read_text().splitlines()[-1])
+    assert summary["summary"]["models"]["background"]["source"] == "file"
+
+
+def test_a_weight_file_that_is_not_a_model_is_one_line(cli, tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00" * 100)
+    src = make_clip(tmp_path / "in.mp4", frames=2)
+    result = cli(src, tmp_path / "out.mp4", "--bg-model", junk, "--face-model", "none")
+    assert result.exit_code == 3
+    assert result.output.startswith("vidrestore: error: junk.pth") or "junk.pth" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.slow
+def test_sample_with_the_bundled_background_model(cli, tmp_path):
+    """The README's main job, offline: bundled Real-ESRGAN stands in and says so."""
+    out = tmp_path / "sample_restored.mp4"
+    result = cli(ROOT / "samples" / "sample.mp4", out, "--config", "fast", "--no-download")
+    assert result.exit_code == 0, result.output
+    assert "FACE RESTORATION IS OFF" in result.output
+    assert "realesr-animevideov3-ncnn" in result.output
+    assert frame_times(out) == frame_times(ROOT / "samples" / "sample.mp4")
+    from tests.conftest import packets
+
+    assert packets(out, "audio") == packets(ROOT / "samples" / "sample.mp4", "audio")
+
+
+@pytest.mark.slow
+def test_real_photo_with_bundled_x4plus_is_sharper_than_bicubic(cli, media, tmp_path):
+    import cv2
+
+    src = media / "images" / "codeformer_whole_imgs_01.jpg"
+    out = tmp_path / "out.png"
+    result = cli(src, out, "--no-download", "--face-model", "none", "--quiet")
+    assert result.exit_code == 0, result.output
+    restored = np.asarray(Image.open(out).convert("L"))
+    with Image.open(src) as img:
+        bicubic = np.asarray(img.convert("L").resize(restored.shape[::-1], Image.BICUBIC))
+    sharp = cv2.Laplacian(restored.astype(np.float64), cv2.CV_64F).var()
+    soft = cv2.Laplacian(bicubic.astype(np.float64), cv2.CV_64F).var()
+    assert sharp > 3 * soft
