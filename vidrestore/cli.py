@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ class _RestoreByDefault(click.Group):
         if args and not wants_help and first not in self.commands and args[0] != "--version":
             args = ["restore", *args]
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context):
+        """Every subcommand's `VidrestoreError` becomes one line and its exit code."""
+        try:
+            return super().invoke(ctx)
+        except VidrestoreError as exc:
+            click.echo(f"vidrestore: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=_RestoreByDefault, context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,7 +157,7 @@ def _run(job, debug: bool):
         return job()
     except VidrestoreError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(f"vidrestore: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
