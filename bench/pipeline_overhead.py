@@ -64,18 +64,25 @@ def _child(mode: str, src: str, dst: str) -> None:
     print(json.dumps(result))
 
 
-def _measure(mode: str, src: Path, work: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, str(src),
-                          str(work / f"out-{mode}-{src.stem}.mp4")],
-                         check=True, capture_output=True, text=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["fps"] = result["frames"] / result["seconds"]
-    return result
+def _measure(mode: str, src: Path, work: Path, repeats: int) -> dict:
+    """Best of `repeats` runs, each in a fresh process (a shared 2-core machine is noisy)."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, __file__, "--child", mode, str(src),
+                              str(work / f"out-{mode}-{src.stem}.mp4")],
+                             check=True, capture_output=True, text=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result["fps"] = result["frames"] / result["seconds"]
+        runs.append(result)
+    best = max(runs, key=lambda r: r["fps"])
+    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", nargs=3, metavar=("MODE", "SRC", "DST"))
     args = parser.parse_args()
@@ -88,9 +95,9 @@ def main() -> None:
         work = Path(tmp)
         short = make_long_clip(work / "short.mp4", args.frames, audio="aac")
         long = make_long_clip(work / "long.mp4", 4 * args.frames, audio="aac")
-        base = _measure("baseline", short, work)
-        pipe = _measure("pipeline", short, work)
-        pipe_long = _measure("pipeline", long, work)
+        base = _measure("baseline", short, work, args.repeats)
+        pipe = _measure("pipeline", short, work, args.repeats)
+        pipe_long = _measure("pipeline", long, work, args.repeats)
     overhead = base["fps"] / pipe["fps"] - 1
     result = {
         "date": date.today().isoformat(),
@@ -99,6 +106,8 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, "
                    f"{__import__('os').cpu_count()} cores, CPU only",
         "clip": f"1280x720 libx264, {args.frames} and {4 * args.frames} frames, aac audio",
+        "settings": "--bg-model none --face-model none --scale 1 --device cpu, x264 crf 18 "
+                    f"medium; best of {args.repeats} runs, each in its own process",
         "decode_encode_fps": round(base["fps"], 2),
         "pipeline_fps": round(pipe["fps"], 2),
         "overhead_pct": round(100 * overhead, 1),

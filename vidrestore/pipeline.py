@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
-import numpy as np
 import torch
 
 from .batch import FrameBatch
@@ -33,6 +32,7 @@ from .io.plan import OutputPlan
 from .io.probe import MediaInfo
 from .runlog import RunLog
 from .stages import Stage
+from .transfer import HostTransfer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Pipeline:
         self._side: queue.SimpleQueue[SidePacket] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
+        self._transfer = HostTransfer(device)
 
     def run(self, output_path, log: RunLog) -> RunStats:
         """Decode, process and encode everything; raise the first error of any thread."""
@@ -210,14 +211,14 @@ class Pipeline:
 
     def _run_stages(self, frames: list[Frame]) -> list[OutputFrame]:
         started = time.perf_counter()
-        batch = FrameBatch(inputs=to_device(frames, self.device), scale=self.plan_scale)
+        batch = FrameBatch(inputs=self._transfer.upload(frames), scale=self.plan_scale)
         timings = {"upload": self._elapsed_ms(started)}
         for stage in self.stages:
             started = time.perf_counter()
             batch = stage(batch)
             timings[stage.name] = self._elapsed_ms(started)
         started = time.perf_counter()
-        images = to_host(batch.output)
+        images = self._transfer.download_(batch.output)
         timings["download"] = self._elapsed_ms(started)
         per_frame = {k: v / len(frames) for k, v in timings.items()}
         for name, ms in per_frame.items():
@@ -247,17 +248,3 @@ class Pipeline:
                                                                  timings.items()},
                 "warnings": frame.warnings}
 
-
-def to_device(frames: list[Frame], device: torch.device) -> torch.Tensor:
-    """uint8 (H, W, 3) host frames to one (N, 3, H, W) float32 [0, 1] tensor on `device`."""
-    stacked = torch.from_numpy(np.stack([f.image for f in frames]))
-    if device.type == "cuda":
-        stacked = stacked.pin_memory().to(device, non_blocking=True)
-    return stacked.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def to_host(frames: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float [0, 1] on any device to uint8 (N, H, W, 3) on the host."""
-    # Three passes over NHWC floats (the upload made them channels-last): scale, round, clamp.
-    nhwc = frames.permute(0, 2, 3, 1).mul(255.0).add_(0.5).clamp_(0, 255)
-    return nhwc.to(torch.uint8).contiguous().cpu().numpy()

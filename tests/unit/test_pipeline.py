@@ -18,9 +18,10 @@ from vidrestore.config import EncodeConfig
 from vidrestore.frames import Frame
 from vidrestore.io.plan import plan_output
 from vidrestore.io.probe import probe
-from vidrestore.pipeline import Pipeline, to_device, to_host
+from vidrestore.pipeline import Pipeline
 from vidrestore.runlog import RunLog
 from vidrestore.stages.upscale import PlainResize
+from vidrestore.transfer import HostTransfer
 
 
 class FlakyStage:
@@ -66,7 +67,13 @@ def test_host_device_round_trip_is_exact():
     rng = np.random.default_rng(0)
     frames = [Frame(i, rng.integers(0, 256, (5, 7, 3), dtype=np.uint8), i, Fraction(1, 25))
               for i in range(3)]
-    tensor = to_device(frames, torch.device("cpu"))
-    assert tensor.shape == (3, 3, 5, 7) and tensor.dtype == torch.float32
-    output = PlainResize()(FrameBatch(inputs=tensor, scale=1)).output
-    assert (to_host(output) == np.stack([f.image for f in frames])).all()
+    transfer = HostTransfer(torch.device("cpu"))
+    for _ in range(2):  # the second round reuses the input buffer
+        tensor = transfer.upload(frames)
+        assert tensor.shape == (3, 3, 5, 7) and tensor.dtype == torch.float32
+        output = PlainResize()(FrameBatch(inputs=tensor, scale=2)).output
+        expected = PlainResize()(FrameBatch(inputs=tensor.clone(), scale=2)).output
+        expected = expected.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        assert (transfer.download_(output) == expected.numpy()).all()
+    identity = transfer.download_(transfer.upload(frames))
+    assert (identity == np.stack([f.image for f in frames])).all()

@@ -1,0 +1,51 @@
+"""Host <-> device frame transfer: uint8 crosses the bus, floats live on the device.
+
+Batches of 720p frames are tens of MB; allocating fresh tensors for every batch costs page
+faults that showed up as most of the pipeline's overhead on a CPU. So the float input
+buffer is reused from batch to batch, and the output is converted in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .frames import Frame
+
+
+class HostTransfer:
+    """Uploads host frames into a reused device buffer and downloads results as uint8.
+
+    Not thread-safe: one device worker owns it, and a batch's inputs are dead once its
+    outputs have been downloaded (the next `upload` overwrites them).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._inputs: torch.Tensor | None = None
+
+    def upload(self, frames: list[Frame]) -> torch.Tensor:
+        """uint8 (H, W, 3) frames to (N, 3, H, W) float32 [0, 1] on the device.
+
+        The tensor is channels-last in memory (a view of NHWC), which the convolutions
+        downstream handle without a copy.
+        """
+        stacked = torch.from_numpy(np.stack([f.image for f in frames]))
+        if self.device.type == "cuda":
+            stacked = stacked.pin_memory().to(self.device, non_blocking=True)
+        buffer = self._buffer(stacked.shape)
+        buffer.copy_(stacked).div_(255.0)
+        return buffer.permute(0, 3, 1, 2)
+
+    def download_(self, frames: torch.Tensor) -> np.ndarray:
+        """(N, 3, H, W) float [0, 1] to uint8 (N, H, W, 3) on the host; `frames` is consumed."""
+        frames.mul_(255.0).add_(0.5).clamp_(0.0, 255.0)  # round half up once truncated
+        nhwc = torch.empty((frames.shape[0], *frames.shape[2:], 3), dtype=torch.uint8,
+                           device=frames.device)
+        nhwc.copy_(frames.permute(0, 2, 3, 1))
+        return nhwc.cpu().numpy()
+
+    def _buffer(self, shape: torch.Size) -> torch.Tensor:
+        if self._inputs is None or self._inputs.shape != shape:
+            self._inputs = torch.empty(shape, dtype=torch.float32, device=self.device)
+        return self._inputs
