@@ -59,6 +59,9 @@ def pipeline(src: Path, dst: Path) -> dict:
 
 
 def _child(mode: str, src: str, dst: str) -> None:
+    from vidrestore.memory import release_large_buffers
+
+    release_large_buffers()  # as the CLI does
     result = (decode_encode_only if mode == "baseline" else pipeline)(Path(src), Path(dst))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
