@@ -30,12 +30,15 @@ class HostTransfer:
         The tensor is channels-last in memory (a view of NHWC), which the convolutions
         downstream handle without a copy.
         """
-        stacked = torch.from_numpy(np.stack([f.image for f in frames]))
+        height, width, _ = frames[0].image.shape
+        buffer = self._buffer(torch.Size((len(frames), height, width, 3)))
         if self.device.type == "cuda":
-            stacked = stacked.pin_memory().to(self.device, non_blocking=True)
-        buffer = self._buffer(stacked.shape)
-        buffer.copy_(stacked).div_(255.0)
-        return buffer.permute(0, 3, 1, 2)
+            stacked = torch.from_numpy(np.stack([f.image for f in frames])).pin_memory()
+            buffer.copy_(stacked.to(self.device, non_blocking=True))
+        else:  # straight from each frame's memory, no stacked copy
+            for slot, frame in zip(buffer, frames):
+                slot.copy_(torch.from_numpy(frame.image))
+        return buffer.div_(255.0).permute(0, 3, 1, 2)
 
     def download_(self, frames: torch.Tensor) -> np.ndarray:
         """(N, 3, H, W) float [0, 1] to uint8 (N, H, W, 3) on the host; `frames` is consumed."""

@@ -29,6 +29,7 @@ from spandrel import ImageModelDescriptor
 from spandrel.architectures.GFPGAN import GFPGAN
 
 from ..errors import ModelError
+from .precision import pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class FaceRestorer:
                              f"{model.input_channels}->{model.output_channels} channels; a face "
                              "restorer must be x1 RGB->RGB (GFPGAN, RestoreFormer++)")
         self.device = device
-        self.dtype = _pick_dtype(model, device, half)
+        self.dtype = pick_dtype(model, device, half)
         self.fidelity = fidelity
         self.max_batch = max_batch
         self.is_gfpgan = isinstance(model.model, GFPGAN)
@@ -139,14 +140,3 @@ def _gfpgan_forward(model: ImageModelDescriptor, faces: torch.Tensor) -> torch.T
 def _descriptor_forward(model: ImageModelDescriptor, faces: torch.Tensor) -> torch.Tensor:
     """spandrel's own call: [0, 1] in and out, any normalisation done by its `call_fn`."""
     return model(faces)
-
-
-def _pick_dtype(model: ImageModelDescriptor, device: torch.device, half: bool) -> torch.dtype:
-    # bf16 first: it keeps float32's range, and GFPGAN's descriptor rules out fp16.
-    if device.type != "cuda" or not half:
-        return torch.float32
-    if model.supports_bfloat16:
-        return torch.bfloat16
-    if model.supports_half:
-        return torch.float16
-    return torch.float32

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from spandrel import ImageModelDescriptor
 
 from ..batch import FrameBatch
+from .precision import pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class BackgroundUpscaler:
     def __init__(self, model: ImageModelDescriptor, device: torch.device, *, tile: int = 0,
                  tile_pad: int = 16, half: bool = True) -> None:
         self.device = device
-        self.dtype = _pick_dtype(model, device, half)
+        self.dtype = pick_dtype(model, device, half)
         self.model = model.to(device).to(self.dtype).eval()
         self.model_scale = model.scale
         self.tile = tile or (0 if device.type == "cuda" else CPU_TILE)
@@ -99,13 +100,3 @@ class BackgroundUpscaler:
 
     def _infer(self, frames: torch.Tensor) -> torch.Tensor:
         return self.model(frames.to(self.dtype)).float()
-
-
-def _pick_dtype(model: ImageModelDescriptor, device: torch.device, half: bool) -> torch.dtype:
-    if device.type != "cuda" or not half:
-        return torch.float32
-    if model.supports_bfloat16:
-        return torch.bfloat16
-    if model.supports_half:
-        return torch.float16
-    return torch.float32
