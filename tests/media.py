@@ -447,3 +447,31 @@ def make_zero_frame_clip(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         container.start_encoding()
     return path
+
+
+def make_clip_of_images(path: PathLike, images: list[np.ndarray], *, rate: int = 20,
+                        crf: int = 12) -> Path:
+    """An h264 clip (yuv420p, CFR `rate`) of the given (H, W, 3) uint8 RGB frames (even H, W)."""
+    path = Path(path)
+    height, width = images[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for rgb in images:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def first_frames(path: PathLike, count: int) -> list[np.ndarray]:
+    """The first `count` decoded frames of a video as (H, W, 3) uint8 RGB."""
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    return frames

@@ -17,12 +17,15 @@ class FrameBatch:
         background stage has run).
     scale: output size / input size.
     notes: one dict per frame; stages add log fields (faces, ...) by returning new dicts.
+    times_s: each frame's presentation time in seconds (the tracker's clock, so variable
+        frame rates need no special case); defaults to 0, 1, 2, ...
     """
 
     inputs: torch.Tensor
     scale: int
     output: torch.Tensor | None = None
     notes: tuple[dict[str, Any], ...] = field(default=())
+    times_s: tuple[float, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.inputs.ndim != 4 or self.inputs.shape[1] != 3:
@@ -38,6 +41,10 @@ class FrameBatch:
             object.__setattr__(self, "notes", tuple({} for _ in range(n)))
         elif len(self.notes) != n:
             raise ValueError(f"{len(self.notes)} notes for {n} frames")
+        if not self.times_s:
+            object.__setattr__(self, "times_s", tuple(float(i) for i in range(n)))
+        elif len(self.times_s) != n:
+            raise ValueError(f"{len(self.times_s)} times for {n} frames")
 
     def __len__(self) -> int:
         return self.inputs.shape[0]

@@ -63,7 +63,14 @@ def _model_options(func):
         click.option("--batch-size", type=click.IntRange(min=1),
                      help="Frames per device batch (default: 4)."),
         click.option("--face-model", help="Face restorer: gfpgan-1.3 (default), gfpgan-1.4, "
-                                          "restoreformer++, or none."),
+                                          "restoreformer++, a .pth file, passthrough (the "
+                                          "whole face path with faces unchanged), or none."),
+        click.option("--fidelity", type=click.FloatRange(0, 1), metavar="W",
+                     help="Weight of the restored face against the input face, 0-1 "
+                          "(default: 1, fully restored)."),
+        click.option("--identity-guard", is_flag=True, default=None,
+                     help="Blend faces that no longer look like their input back toward it "
+                          "until they pass the identity check."),
         click.option("--bg-model", help="Background upscaler: realesrgan-x2plus (default), "
                                         "realesrgan-x4plus, realesr-general-x4v3, "
                                         "realesr-animevideov3, or none (plain resize)."),
@@ -137,7 +144,8 @@ def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
         "device": flags.get("device"),
         "batch_size": flags.get("batch_size"),
         "background": {"model": flags.get("bg_model"), "tile": flags.get("tile")},
-        "face": {"model": flags.get("face_model")},
+        "face": {"model": flags.get("face_model"), "fidelity": flags.get("fidelity"),
+                 "identity_guard": flags.get("identity_guard")},
         "models": {"dir": flags.get("models_dir"), "download": download,
                    "strict": flags.get("strict_models")},
     }

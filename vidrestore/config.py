@@ -32,8 +32,117 @@ class BackgroundConfig:
 
 
 @dataclass(frozen=True)
+class TrackConfig:
+    """Settings of `FaceTracker` and `detect_scene_cuts`.
+
+    Association (see the module docstring):
+      min_iou: least IoU between a track's predicted box and a detection to pair them.
+      max_landmark_distance: most mean landmark distance, in face sizes, to pair them.
+      landmark_weight: weight of the landmark distance against 1 - IoU in the cost.
+      max_missed: frames in a row a track may go undetected and keep its id (a blink of the
+        detector, a hand passing); at 25 fps the default bridges 0.2 s.
+    Faces reported but not restored (`TrackedFace.skipped`):
+      min_face_score: a track is restored only once one of its detections has scored at
+        least this. Every real face in ../shared/media scores 0.99 or more; the false
+        detections there (hands, a bannister knob, a corner of hair) score 0.53 to 0.88 and
+        would have GFPGAN paint a face on them.
+      min_eye_distance_px: eye distance (frame pixels, smoothed landmarks) below which a face
+        is too small. GFPGAN's 512-px template has the eyes 126 px apart and it was trained
+        on faces downscaled up to 8x (16 px); CodeFormer's own demo restores group photos
+        with eyes 14 to 18 px apart (codeformer_whole_imgs_00 in ../shared/media), and the
+        GFPGAN and CodeFormer scripts skip only faces under 5 px. 10 px (12x below the
+        template) keeps every real face in the media and drops what would be invented
+        rather than restored, where a pixel of landmark noise is a tenth of the face.
+      max_yaw_ratio: most offset of the nose tip from the eyes' midpoint, along the eye
+        axis, in eye distances (smoothed landmarks): 0 for a frontal face. With the nose tip
+        about half an eye distance in front of the eyes it grows as about 0.47 * tan(yaw);
+        in talk_real_2 a head turned some 50 degrees reads 0.57. 0.8 is about 60 degrees,
+        past which a 5-point alignment to a frontal template squashes the far half of the
+        face (and RetinaFace guesses the hidden eye).
+      skip_hysteresis: relative margin by which a skipped face must clear the eye-distance
+        and yaw limits to be restored again, so a face near a limit does not flicker
+        between restored and not.
+    One-Euro smoothing (cutoff = min_cutoff_hz + beta * speed in face sizes per second):
+      min_cutoff_hz: cutoff for a still face (lower: steadier, slower to settle).
+      beta: how fast the cutoff rises with speed (higher: less lag on moving faces).
+      d_cutoff_hz: cutoff of the speed estimate itself.
+    Scene cuts:
+      scene_cut_threshold: histogram distance (0..1, see `detect_scene_cuts`) above which
+        two consecutive frames belong to different shots.
+    """
+
+    min_iou: float = 0.1
+    max_landmark_distance: float = 0.75
+    landmark_weight: float = 1.0
+    max_missed: int = 5
+    min_face_score: float = 0.9
+    min_eye_distance_px: float = 10.0
+    max_yaw_ratio: float = 0.8
+    skip_hysteresis: float = 0.1
+    min_cutoff_hz: float = 0.25
+    beta: float = 3.0
+    d_cutoff_hz: float = 1.0
+    scene_cut_threshold: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("min_cutoff_hz", "d_cutoff_hz", "max_landmark_distance"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"face.track.{name}: {getattr(self, name)} must be positive")
+        for name in ("min_iou", "min_face_score", "skip_hysteresis", "scene_cut_threshold"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"face.track.{name}: {getattr(self, name)} must be within [0, 1)")
+        for name in ("beta", "landmark_weight", "min_eye_distance_px", "max_yaw_ratio"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"face.track.{name}: {getattr(self, name)} must not be negative")
+        if self.max_missed < 0:
+            raise ConfigError(f"face.track.max_missed: {self.max_missed} must not be negative")
+
+
+DETECTORS = ("retinaface-resnet50", "retinaface-mobilenet0.25")
+
+
+@dataclass(frozen=True)
 class FaceConfig:
+    """The face path (see `vidrestore.stages.face`).
+
+    model: restorer name, a .pth file, "passthrough" (the whole path, faces unchanged) or
+        "none" (no face path).
+    detector: RetinaFace backbone, or a .pth file; falls back to the bundled MobileNet-0.25.
+    detector_size: longest side, in pixels, frames are detected at (larger ones shrink).
+    fidelity: 0-1, restored face weight against the input face (1: fully restored).
+    half: bf16/fp16 on CUDA where the models support it.
+    parse: use ParseNet's face mask for paste-back when its weights are present.
+    identity: score each restored face against its input (dlib, ~80 ms a face on a CPU).
+    identity_guard: blend faces that fail the identity threshold back toward the input
+        (fidelity 0.75, 0.5, 0.25, 0) until they pass; turns identity scoring on.
+    colour_history: frames of per-track colour smoothing; 1 (the default) matches each
+        restored face to its own input face exactly. Longer histories also steady an input
+        whose exposure flickers, but lag behind real changes of the face (a mouth opening):
+        at 4, an unchanged face on talk_real_1 came back at 38 dB instead of 53.
+    track: association, smoothing and skip settings of the face tracker.
+    """
+
     model: str = "gfpgan-1.3"
+    detector: str = "retinaface-resnet50"
+    detector_size: int = 640
+    fidelity: float = 1.0
+    half: bool = True
+    parse: bool = True
+    identity: bool = True
+    identity_guard: bool = False
+    colour_history: float = 1.0
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fidelity <= 1.0:
+            raise ConfigError(f"face.fidelity: {self.fidelity} must be within [0, 1]")
+        if self.detector_size < 32:
+            raise ConfigError(f"face.detector_size: {self.detector_size} must be at least 32")
+        if self.colour_history < 1:
+            raise ConfigError(f"face.colour_history: {self.colour_history} must be at least 1")
+        if self.detector not in DETECTORS and not self.detector.endswith((".pth", ".pt")):
+            raise ConfigError(f"face.detector: {self.detector!r} is not one of "
+                              f"{list(DETECTORS)} or a .pth file")
 
 
 @dataclass(frozen=True)

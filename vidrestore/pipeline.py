@@ -211,7 +211,8 @@ class Pipeline:
 
     def _run_stages(self, frames: list[Frame]) -> list[OutputFrame]:
         started = time.perf_counter()
-        batch = FrameBatch(inputs=self._transfer.upload(frames), scale=self.plan_scale)
+        batch = FrameBatch(inputs=self._transfer.upload(frames), scale=self.plan_scale,
+                           times_s=tuple(f.time for f in frames))
         timings = {"upload": self._elapsed_ms(started)}
         for stage in self.stages:
             started = time.perf_counter()
@@ -221,8 +222,10 @@ class Pipeline:
         images = self._transfer.download_(batch.output)
         timings["download"] = self._elapsed_ms(started)
         per_frame = {k: v / len(frames) for k, v in timings.items()}
-        for name, ms in per_frame.items():
-            self.stats.stage_ms[name] = self.stats.stage_ms.get(name, 0.0) + ms * len(frames)
+        for note in batch.notes:  # a stage's own breakdown, e.g. faces.detect, per frame
+            per_frame_and_parts = {**per_frame, **note.get("timings_ms", {})}
+            for name, ms in per_frame_and_parts.items():
+                self.stats.stage_ms[name] = self.stats.stage_ms.get(name, 0.0) + ms
         return [OutputFrame(f, img, self._record(f, per_frame, note))
                 for f, img, note in zip(frames, images, batch.notes)]
 
@@ -242,9 +245,12 @@ class Pipeline:
         return OutputFrame(frame, image, self._record(frame, {}, {}))
 
     def _record(self, frame: Frame, timings: dict[str, float], note: dict[str, Any]):
-        timings = {**frame.timings_ms, **timings}
+        """The frame's log record: its place in time, the stages' notes (faces, quality),
+        the time each stage (and part of one) took for it, and its warnings."""
+        timings = {**frame.timings_ms, **timings, **note.get("timings_ms", {})}
+        extra = {k: v for k, v in note.items() if k not in ("faces", "timings_ms")}
         return {"frame": frame.index, "pts": frame.pts, "time": round(frame.time, 6),
-                "faces": note.get("faces", []), "timings_ms": {k: round(v, 3) for k, v in
-                                                                 timings.items()},
+                "faces": note.get("faces", []), **extra,
+                "timings_ms": {k: round(v, 3) for k, v in timings.items()},
                 "warnings": frame.warnings}
 

@@ -14,6 +14,7 @@ from .device import resolve_device
 from .errors import OutputError
 from .io.plan import plan_output
 from .io.probe import probe
+from .metrics.summary import FaceSummary
 from .models import ModelStore
 from .pipeline import Pipeline, Progress
 from .runlog import RunLog
@@ -52,7 +53,8 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
         log.warning("%s", warning)
 
     partial, log_partial = partial_path(dst), partial_path(log_final)
-    runlog = RunLog(log_partial)
+    faces = FaceSummary()
+    runlog = RunLog(log_partial, observers=[faces.add])
     try:
         pipeline = Pipeline(info, plan, built.stages, device, batch_size=cfg.batch_size,
                             queue_frames=cfg.queue_frames, encode_config=cfg.encode,
@@ -70,6 +72,7 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
             "models": built.models,
             "mean_ms_per_frame": {k: round(v / max(stats.frames_out, 1), 3)
                                   for k, v in stats.stage_ms.items()},
+            "faces": faces.as_dict(),
             "warnings": plan.warnings + built.warnings + stats.warnings,
         }
         runlog.summary(summary)

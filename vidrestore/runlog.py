@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 
 class RunLog:
-    """Writes JSON Lines to `path` (the caller decides where and renames it at the end)."""
+    """Writes JSON Lines to `path` (the caller decides where and renames it at the end).
 
-    def __init__(self, path: Path) -> None:
+    observers: called with each frame record after it is written (e.g. a summary's `add`).
+    """
+
+    def __init__(self, path: Path,
+                 observers: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
         self.path = path
+        self.observers = tuple(observers)
         self._file: TextIO = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def frame(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(_clean(record), separators=(",", ":")) + "\n")
+        for observe in self.observers:
+            observe(record)
 
     def summary(self, summary: dict[str, Any]) -> None:
         self._file.write(json.dumps({"summary": _clean(summary)}, separators=(",", ":")) + "\n")

@@ -33,3 +33,29 @@ def test_environment_sets_the_models_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("VIDRESTORE_HOME", str(tmp_path))
     assert load_config().models.dir == str(tmp_path)
     assert load_config(flags={"models": {"dir": "/elsewhere"}}).models.dir == "/elsewhere"
+
+
+def test_face_section_defaults_validation_and_track_subsection():
+    face = RunConfig().face
+    assert (face.detector, face.detector_size, face.fidelity, face.identity) == (
+        "retinaface-resnet50", 640, 1.0, True)
+    cfg = build_config({"face": {"fidelity": 0.5, "track": {"max_missed": 2}}})
+    assert cfg.face.fidelity == 0.5 and cfg.face.track.max_missed == 2
+    for bad, name in [({"fidelity": 1.5}, "face.fidelity"), ({"detector": "yolo"}, "detector"),
+                      ({"track": {"min_iou": 2.0}}, "face.track.min_iou"),
+                      ({"track": {"max_mised": 1}}, "face.track.max_mised")]:
+        with pytest.raises(ConfigError, match=name):
+            build_config({"face": bad})
+
+
+def test_cli_face_flags_reach_the_config():
+    from vidrestore.cli import _model_flags
+
+    flags = _model_flags({"face_model": "passthrough", "fidelity": 0.7, "identity_guard": True})
+    face = load_config("default", None, flags).face
+    assert (face.model, face.fidelity, face.identity_guard) == ("passthrough", 0.7, True)
+    assert load_config("default", None, _model_flags({})).face.identity_guard is False
+    from vidrestore.config import preset_path
+
+    fast = load_config("default", preset_path("fast"), {})
+    assert fast.face.detector == "retinaface-mobilenet0.25" and fast.face.identity is False

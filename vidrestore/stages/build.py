@@ -8,10 +8,16 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig
+from ..config import FaceConfig, RunConfig
 from ..errors import ModelError
+from ..metrics.identity import DlibFaceEncoder
 from ..models import ModelStore, load_image_model
+from ..models.arch.parsenet import fuse_batchnorm as fuse_parsenet
+from ..models.arch.parsenet import load_parsenet
 from . import Stage
+from .detect import FaceDetector
+from .face import FaceModels, FaceStage
+from .restore import FaceRestorer, PassthroughRestorer
 from .upscale import BackgroundUpscaler, PlainResize
 
 log = logging.getLogger(__name__)
@@ -25,9 +31,10 @@ class BuiltStages:
 
 
 def build_stages(cfg: RunConfig, device: torch.device, store: ModelStore) -> BuiltStages:
+    """Background first: the face stage pastes its faces onto the upscaled frames."""
     built = BuiltStages(stages=[])
-    _add_face_stage(cfg, device, store, built)
     _add_background_stage(cfg, device, store, built)
+    _add_face_stage(cfg, device, store, built)
     return built
 
 
@@ -48,23 +55,78 @@ def _add_background_stage(cfg: RunConfig, device, store: ModelStore, built: Buil
 
 
 def _add_face_stage(cfg: RunConfig, device, store: ModelStore, built: BuiltStages) -> None:
-    name = cfg.face.model
-    if name == "none":
+    face = cfg.face
+    if face.model == "none":
         built.models["face"] = {"name": "none", "source": "face path skipped (--face-model none)"}
         return
     try:
-        resolved = _resolve(store, name, "face_restorer")
+        restorer = _face_restorer(face, device, store, built)
     except ModelError as exc:
         if cfg.models.strict:
             raise
         built.warnings.append(f"FACE RESTORATION IS OFF: {exc}")
-        built.models["face"] = {"name": name, "source": None, "error": str(exc)}
+        built.models["face"] = {"name": face.model, "source": None, "error": str(exc)}
         return
-    # The face path (detect, track, align, restore, paste, blend) is issue 4's work; until it
-    # lands the weights are located and reported, and faces get the background treatment.
+    models = FaceModels(detector=_face_detector(face, device, store, built), restorer=restorer,
+                        parser=_face_parser(cfg, device, store, built),
+                        identity=_identity_encoder(face, built))
+    built.stages.append(FaceStage(face, models, device))
+
+
+def _face_restorer(face: FaceConfig, device, store: ModelStore, built: BuiltStages):
+    if face.model == "passthrough":
+        built.models["face"] = {"name": "passthrough", "source": "built in: faces unchanged"}
+        return PassthroughRestorer()
+    resolved = _resolve(store, face.model, "face_restorer")
+    restorer = FaceRestorer(load_image_model(resolved, device), device, half=face.half,
+                            fidelity=face.fidelity)
     built.models["face"] = resolved.describe()
-    built.warnings.append(f"face model {name} found, but this build has no face stage yet; "
-                          "faces are upscaled with the background")
+    return restorer
+
+
+def _face_detector(face: FaceConfig, device, store: ModelStore,
+                   built: BuiltStages) -> FaceDetector:
+    resolved = _resolve(store, face.detector, "detector")
+    weights = "bundled" if resolved.spec.bundled else resolved.path
+    built.models["detector"] = {**resolved.describe(), "input_size": face.detector_size}
+    if resolved.is_fallback:
+        built.warnings.append(f"face detector {face.detector} is not available; using "
+                              f"{resolved.spec.name} ({resolved.source}) in its place")
+    return FaceDetector(weights, device, input_size=face.detector_size)
+
+
+def _face_parser(cfg: RunConfig, device, store: ModelStore, built: BuiltStages):
+    """ParseNet when `face.parse` is on and its weights are at hand, else None (faces are
+    then pasted with the feathered crop square alone)."""
+    if not cfg.face.parse:
+        built.models["parser"] = {"name": "none", "source": "face.parse is off"}
+        return None
+    try:
+        resolved = store.locate("parsenet")
+    except ModelError as exc:
+        if cfg.models.strict:
+            raise
+        log.info("face parsing off: %s", exc)
+        built.models["parser"] = {"name": "parsenet", "source": None, "error": str(exc)}
+        return None
+    built.models["parser"] = resolved.describe()
+    dtype = torch.bfloat16 if device.type == "cuda" and cfg.face.half else torch.float32
+    return fuse_parsenet(load_parsenet(resolved.path)).to(device, dtype)
+
+
+def _identity_encoder(face: FaceConfig, built: BuiltStages):
+    """dlib's bundled encoder when identity scoring (or the guard, which needs it) is on."""
+    if not (face.identity or face.identity_guard):
+        built.models["identity"] = {"name": "none", "source": "face.identity is off"}
+        return None
+    try:
+        encoder = DlibFaceEncoder()
+    except ModelError as exc:
+        built.warnings.append(f"identity scoring is off: {exc}")
+        return None
+    built.models["identity"] = {"name": encoder.name, "source": "bundled:face-recognition-models",
+                                "threshold": encoder.threshold}
+    return encoder
 
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")

@@ -33,80 +33,13 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import ConfigError
+from ..config import TrackConfig
 from .detect import Detections
 
 log = logging.getLogger(__name__)
 
 _FORBIDDEN = 1e6  # cost of a pair the gates rule out; far above any allowed cost
 _UNCONFIRMED = "unconfirmed"  # the skip reason of a track that never scored high enough
-
-
-@dataclass(frozen=True)
-class TrackConfig:
-    """Settings of `FaceTracker` and `detect_scene_cuts`.
-
-    Association (see the module docstring):
-      min_iou: least IoU between a track's predicted box and a detection to pair them.
-      max_landmark_distance: most mean landmark distance, in face sizes, to pair them.
-      landmark_weight: weight of the landmark distance against 1 - IoU in the cost.
-      max_missed: frames in a row a track may go undetected and keep its id (a blink of the
-        detector, a hand passing); at 25 fps the default bridges 0.2 s.
-    Faces reported but not restored (`TrackedFace.skipped`):
-      min_face_score: a track is restored only once one of its detections has scored at
-        least this. Every real face in ../shared/media scores 0.99 or more; the false
-        detections there (hands, a bannister knob, a corner of hair) score 0.53 to 0.88 and
-        would have GFPGAN paint a face on them.
-      min_eye_distance_px: eye distance (frame pixels, smoothed landmarks) below which a face
-        is too small. GFPGAN's 512-px template has the eyes 126 px apart and it was trained
-        on faces downscaled up to 8x (16 px); CodeFormer's own demo restores group photos
-        with eyes 14 to 18 px apart (codeformer_whole_imgs_00 in ../shared/media), and the
-        GFPGAN and CodeFormer scripts skip only faces under 5 px. 10 px (12x below the
-        template) keeps every real face in the media and drops what would be invented
-        rather than restored, where a pixel of landmark noise is a tenth of the face.
-      max_yaw_ratio: most offset of the nose tip from the eyes' midpoint, along the eye
-        axis, in eye distances (smoothed landmarks): 0 for a frontal face. With the nose tip
-        about half an eye distance in front of the eyes it grows as about 0.47 * tan(yaw);
-        in talk_real_2 a head turned some 50 degrees reads 0.57. 0.8 is about 60 degrees,
-        past which a 5-point alignment to a frontal template squashes the far half of the
-        face (and RetinaFace guesses the hidden eye).
-      skip_hysteresis: relative margin by which a skipped face must clear the eye-distance
-        and yaw limits to be restored again, so a face near a limit does not flicker
-        between restored and not.
-    One-Euro smoothing (cutoff = min_cutoff_hz + beta * speed in face sizes per second):
-      min_cutoff_hz: cutoff for a still face (lower: steadier, slower to settle).
-      beta: how fast the cutoff rises with speed (higher: less lag on moving faces).
-      d_cutoff_hz: cutoff of the speed estimate itself.
-    Scene cuts:
-      scene_cut_threshold: histogram distance (0..1, see `detect_scene_cuts`) above which
-        two consecutive frames belong to different shots.
-    """
-
-    min_iou: float = 0.1
-    max_landmark_distance: float = 0.75
-    landmark_weight: float = 1.0
-    max_missed: int = 5
-    min_face_score: float = 0.9
-    min_eye_distance_px: float = 10.0
-    max_yaw_ratio: float = 0.8
-    skip_hysteresis: float = 0.1
-    min_cutoff_hz: float = 0.25
-    beta: float = 3.0
-    d_cutoff_hz: float = 1.0
-    scene_cut_threshold: float = 0.3
-
-    def __post_init__(self) -> None:
-        for name in ("min_cutoff_hz", "d_cutoff_hz", "max_landmark_distance"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"track.{name}: {getattr(self, name)} must be positive")
-        for name in ("min_iou", "min_face_score", "skip_hysteresis", "scene_cut_threshold"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"track.{name}: {getattr(self, name)} must be within [0, 1)")
-        for name in ("beta", "landmark_weight", "min_eye_distance_px", "max_yaw_ratio"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"track.{name}: {getattr(self, name)} must not be negative")
-        if self.max_missed < 0:
-            raise ConfigError(f"track.max_missed: {self.max_missed} must not be negative")
 
 
 @dataclass(frozen=True)
@@ -221,6 +154,12 @@ class FaceTracker:
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._last_time_s: float | None = None
+
+    @property
+    def track_ids(self) -> frozenset[int]:
+        """Ids of the live tracks, those bridged over missed frames included; an id that
+        leaves this set has ended for good."""
+        return frozenset(t.track_id for t in self._tracks)
 
     def reset(self) -> None:
         """End every track (a new stream, a seek); ids keep counting up, never reused."""
