@@ -95,3 +95,7 @@ def test_face_summary_means_per_track_and_flagged_frames():
                     "psnr": 31.0, "ssim": 0.85}
     assert one["frames"] == 2 and one["restored"] == 1 and one["flagged_frames"] == 1
     assert one["identity_cosine"] == 0.8 and one["psnr"] == 20.0
+    unscored = FaceSummary()
+    unscored.add({"faces": [_face(0, psnr=30.0)]})
+    assert unscored.as_dict()["flagged_frames"] is None
+    assert unscored.as_dict()["tracks"]["0"]["flagged_frames"] is None

@@ -14,7 +14,8 @@ class FaceSummary:
 
     Per track: frames seen, frames restored (not skipped), frames flagged by the identity
     check, and the means of the identity cosine, PSNR and SSIM over the frames that have
-    them. Overall: frames with any face and frames with any flagged face.
+    them. Overall: frames with any face and frames with any flagged face. Flag counts are
+    null where no face was scored (identity scoring off).
     """
 
     def __init__(self) -> None:
@@ -23,6 +24,7 @@ class FaceSummary:
                      "sums": defaultdict(float), "counts": defaultdict(int)})
         self.frames_with_faces = 0
         self.flagged_frames = 0
+        self.scored = False
 
     def add(self, record: dict[str, Any]) -> None:
         faces = record.get("faces") or []
@@ -34,6 +36,7 @@ class FaceSummary:
             track["restored"] += face.get("skipped") is None
             track["flagged"] += bool(face.get("flagged"))
             identity = face.get("identity") or {}
+            self.scored |= bool(identity)
             values = {"identity_cosine": identity.get("cosine"),
                       **{k: face.get(k) for k in _MEANS}}
             for name, value in values.items():
@@ -47,7 +50,8 @@ class FaceSummary:
             means = {name: (round(t["sums"][name] / t["counts"][name], 4)
                             if t["counts"][name] else None)
                      for name in ("identity_cosine", *_MEANS)}
+            flagged = t["flagged"] if t["counts"]["identity_cosine"] else None
             tracks[str(track_id)] = {"frames": t["frames"], "restored": t["restored"],
-                                     "flagged_frames": t["flagged"], **means}
+                                     "flagged_frames": flagged, **means}
         return {"tracks": tracks, "frames_with_faces": self.frames_with_faces,
-                "flagged_frames": self.flagged_frames}
+                "flagged_frames": self.flagged_frames if self.scored else None}
