@@ -72,7 +72,7 @@ def _to_rgb8(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         rgba = np.asarray(img.convert("RGBA"))
         alpha = np.ascontiguousarray(rgba[..., 3])
         return np.ascontiguousarray(rgba[..., :3]), alpha
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"))), None
+    return np.array(img.convert("RGB")), None  # a writable copy: torch refuses read-only
 
 
 def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[int]):
