@@ -61,9 +61,10 @@ def pipeline(src: Path, dst: Path) -> dict:
 
 
 def _child(mode: str, src: str, dst: str) -> None:
-    from vidrestore.memory import release_large_buffers
+    from vidrestore.memory import quiet_idle_threads, release_large_buffers
 
-    release_large_buffers()  # as the CLI does
+    quiet_idle_threads()  # as the CLI does
+    release_large_buffers()
     import vidrestore.io.encode  # noqa: F401 - imports (torch's most of all) are not
     import vidrestore.run  # noqa: F401 - part of what is measured, for either mode
     before = resource.getrusage(resource.RUSAGE_SELF)

@@ -116,10 +116,11 @@ def restore(input_path: Path, output_path: Path, scale, log_path, codec, crf, pr
     _setup_logging(quiet, verbose, debug)
 
     def job() -> dict[str, Any]:
-        from .memory import release_large_buffers
-        from .run import restore as run_restore  # heavy imports only when needed
+        from .memory import quiet_idle_threads, release_large_buffers
 
+        quiet_idle_threads()  # before torch is imported
         release_large_buffers()
+        from .run import restore as run_restore  # heavy imports only when needed
 
         flags = _model_flags(model_flags)
         flags["scale"] = int(scale) if scale else None
