@@ -12,6 +12,7 @@ Errors in a thread travel to the main thread and are raised there.
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
@@ -195,11 +196,13 @@ class Pipeline:
     # --- device work -----------------------------------------------------------------------
 
     def _process(self, frames: list[Frame]) -> list[OutputFrame]:
+        saved = self._stream_states()
         try:
             return self._run_stages(frames)
         except (Cancelled, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - the policy: retry per frame, then pass through
+            self._restore_stream_states(saved)  # the retry must not see half a batch
             if len(frames) > 1:
                 log.warning("a batch of %d frames failed (%s); retrying frame by frame",
                             len(frames), exc)
@@ -208,6 +211,15 @@ class Pipeline:
             log.debug("frame failure", exc_info=True)
             self.stats.failed_frames += 1
             return [self._unprocessed(frames[0], f"processing failed: {exc}")]
+
+    def _stream_states(self) -> dict[int, Any]:
+        """Copies of what stateful stages (the tracker's `state`) carry between batches."""
+        return {i: copy.deepcopy(stage.state) for i, stage in enumerate(self.stages)
+                if hasattr(stage, "state")}
+
+    def _restore_stream_states(self, saved: dict[int, Any]) -> None:
+        for i, state in saved.items():
+            self.stages[i].state = state
 
     def _run_stages(self, frames: list[Frame]) -> list[OutputFrame]:
         started = time.perf_counter()

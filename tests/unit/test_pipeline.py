@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import frame_times
@@ -77,3 +78,37 @@ def test_host_device_round_trip_is_exact():
         assert (transfer.download_(output) == expected.numpy()).all()
     identity = transfer.download_(transfer.upload(frames))
     assert (identity == np.stack([f.image for f in frames])).all()
+
+
+class StatefulFlakyStage:
+    """Records the times it has seen in `state`; the first batch fails after recording."""
+
+    name = "stateful"
+
+    def __init__(self) -> None:
+        self.state: list[float] = []
+        self.failed_once = False
+
+    def __call__(self, batch):
+        self.state.extend(batch.times_s)
+        if len(batch) > 1 and not self.failed_once:
+            self.failed_once = True
+            raise RuntimeError("fails after changing its state")
+        return dataclasses.replace(batch, output=batch.inputs)
+
+
+def test_a_failed_batch_leaves_no_trace_in_stream_state(tmp_path: Path):
+    """The retry frame by frame starts from the state before the batch, so a tracker never
+    sees time go backwards (which would end its tracks)."""
+    src = make_clip(tmp_path / "in.mp4", frames=6)
+    info = probe(src)
+    plan = plan_output(info, tmp_path / "out.mp4", 1, EncodeConfig())
+    stage = StatefulFlakyStage()
+    pipe = Pipeline(info, plan, [stage], torch.device("cpu"), batch_size=3, queue_frames=3,
+                    encode_config=EncodeConfig())
+    log = RunLog(tmp_path / "log.jsonl")
+    stats = pipe.run(tmp_path / "out.mp4", log)
+    log.close()
+    assert stats.frames_out == 6 and stats.failed_frames == 0
+    times = [float(t) for t in frame_times(src)]
+    assert stage.state == pytest.approx(times)
