@@ -77,8 +77,12 @@ class ArcFaceEncoder:
         chosen = list(providers) if providers else [
             p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+        options = ort.SessionOptions()
+        # idle workers sleep instead of spinning on the cores the encoder thread needs (as
+        # torch's are told to in vidrestore.memory)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self._session = ort.InferenceSession(source, providers=chosen)
+            self._session = ort.InferenceSession(source, options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
             what = "the ONNX bytes" if isinstance(onnx_model, bytes) else onnx_model
             raise ModelError(f"cannot load ArcFace from {what}: "

@@ -262,7 +262,6 @@ class FaceStage:
                                   "output": _round(frame_out[n], 1)}))
         return out
 
-
     def _add_lpips(self, batch: FrameBatch, output: torch.Tensor,
                    tracked: list[list[TrackedFace]], aligned: AlignedFaces,
                    figures: list[tuple[list[dict], dict]]) -> None:
