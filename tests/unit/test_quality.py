@@ -99,3 +99,17 @@ def test_face_summary_means_per_track_and_flagged_frames():
     unscored.add({"faces": [_face(0, psnr=30.0)]})
     assert unscored.as_dict()["flagged_frames"] is None
     assert unscored.as_dict()["tracks"]["0"]["flagged_frames"] is None
+
+
+def test_tracks_never_confirmed_are_counted_apart_from_the_people():
+    summary = FaceSummary()
+    weak = "unconfirmed: best score 0.81 < 0.90"
+    summary.add({"faces": [_face(0, psnr=30.0), _face(1, skipped=weak)]})
+    summary.add({"faces": [_face(0, psnr=32.0), _face(1, skipped=weak), _face(2, skipped=weak)]})
+    summary.add({"faces": [_face(2, psnr=28.0)]})  # track 2 confirmed later: a person
+    out = summary.as_dict()
+    assert sorted(out["tracks"]) == ["0", "2"]
+    assert out["tracks"]["2"] == {"frames": 2, "restored": 1, "flagged_frames": None,
+                                  "identity_cosine": None, "psnr": 28.0, "ssim": None,
+                                  "lpips": None}
+    assert out["unconfirmed"] == {"tracks": 1, "frames": 2}

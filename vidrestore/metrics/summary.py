@@ -16,6 +16,9 @@ class FaceSummary:
     check, and the means of the identity cosine, PSNR, SSIM and LPIPS over the frames that have
     them. Overall: frames with any face and frames with any flagged face. Flag counts are
     null where no face was scored (identity scoring off).
+
+    Tracks the tracker never confirmed (weak detections that were never restored: a pattern
+    in hair, a hand) are counted apart under `unconfirmed`, so `tracks` holds the people.
     """
 
     def __init__(self) -> None:
@@ -34,6 +37,8 @@ class FaceSummary:
             track = self._tracks[face["track"]]
             track["frames"] += 1
             track["restored"] += face.get("skipped") is None
+            track["unconfirmed"] = (track.get("unconfirmed", True)
+                                    and str(face.get("skipped") or "").startswith("unconfirmed"))
             track["flagged"] += bool(face.get("flagged"))
             identity = face.get("identity") or {}
             self.scored |= bool(identity)
@@ -46,12 +51,18 @@ class FaceSummary:
 
     def as_dict(self) -> dict[str, Any]:
         tracks = {}
+        unconfirmed = {"tracks": 0, "frames": 0}
         for track_id, t in sorted(self._tracks.items()):
+            if t.get("unconfirmed"):
+                unconfirmed["tracks"] += 1
+                unconfirmed["frames"] += t["frames"]
+                continue
             means = {name: (round(t["sums"][name] / t["counts"][name], 4)
                             if t["counts"][name] else None)
                      for name in ("identity_cosine", *_MEANS)}
             flagged = t["flagged"] if t["counts"]["identity_cosine"] else None
             tracks[str(track_id)] = {"frames": t["frames"], "restored": t["restored"],
                                      "flagged_frames": flagged, **means}
-        return {"tracks": tracks, "frames_with_faces": self.frames_with_faces,
+        return {"tracks": tracks, "unconfirmed": unconfirmed,
+                "frames_with_faces": self.frames_with_faces,
                 "flagged_frames": self.flagged_frames if self.scored else None}
