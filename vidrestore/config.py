@@ -184,6 +184,11 @@ class RunConfig:
             raise ConfigError(f"background.tile: {self.background.tile} must be 0 or >= 32")
 
 
+def x_display() -> str | None:
+    """The X display a window would open on ($DISPLAY), or None on a headless machine."""
+    return os.environ.get("DISPLAY") or None
+
+
 def preset_path(name: str) -> Path:
     """Path of a preset by name (``default``, ``fast``, ...) or a YAML file path."""
     for base in _preset_dirs():
