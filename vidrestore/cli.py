@@ -178,7 +178,7 @@ def webcam(source: str, no_window: bool, record_path: Path | None, max_frames: i
 
         quiet_idle_threads()  # before torch is imported
         release_large_buffers()
-        from .io import preview  # noqa: F401 - before PyAV, or the window hangs (see there)
+        from .io import preview  # noqa: F401 - cv2 before PyAV, or the window hangs
         from .live import LiveOutputs, run_live
 
         flags = _model_flags(model_flags)

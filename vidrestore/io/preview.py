@@ -4,20 +4,20 @@
 writes). `PreviewWindow` shows it with OpenCV's HighGUI; it first checks that there is a
 display, since OpenCV's Qt backend aborts the whole process when it cannot reach one.
 
-Import this module before PyAV. The opencv-python and av wheels both bundle the X helper
-libraries libxcb-shape, -shm and -xfixes under the same file names; whichever loads first
-serves both. PyAV's copies are linked to PyAV's private libxcb, so when av comes first,
-OpenCV's Qt window talks to two libxcb instances and spins forever at 100% CPU inside
-`namedWindow` (PyAV issue #978; seen here with av 18 and opencv-python 5.0). Importing this
-module loads OpenCV's own copies first, which then serve both; PyAV only uses them for
-screen capture, which vidrestore never does.
+Import this module (it imports cv2) before PyAV. The opencv-python and av wheels both
+bundle the X helper libraries libxcb-shape, -shm and -xfixes under the same file names, and
+whichever loads first serves both. PyAV's copies are linked to PyAV's private libxcb, so when
+av comes first, OpenCV's Qt window talks to two libxcb instances and spins forever at 100%
+CPU inside `namedWindow` (PyAV issue #978; seen here with av 18 and opencv-python 5.0).
+`import cv2` loads OpenCV's copies, which then serve both; PyAV needs them only for screen
+capture, which vidrestore never does. `PreviewWindow` refuses to open when the order was
+wrong, rather than hang.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -40,32 +40,19 @@ _FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype", "
 KEYS_HELP = "q quit, space restore on/off, s snapshot"
 
 
-def _bundled_xcb(package: str) -> dict[str, Path]:
-    """File name -> path of the libxcb* libraries a wheel bundles in `<package>.libs`."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    libs = Path(next(iter(spec.submodule_search_locations))).parent / f"{package}.libs"
-    return {p.name: p for p in libs.glob("libxcb*.so*")} if libs.is_dir() else {}
-
-
-def _load_opencv_xcb_first() -> bool:
-    """Load OpenCV's copies of the X helpers PyAV also bundles; False when PyAV was
-    imported first and has put its own copies in their place."""
-    shared = _bundled_xcb("cv2").keys() & _bundled_xcb("av").keys()
-    if not shared:
-        return True  # nothing shared (a source build of either, or another platform)
-    if "av" in sys.modules:
-        return False
-    for name in sorted(shared):
-        try:
-            ctypes.CDLL(str(_bundled_xcb("cv2")[name]))
-        except OSError:  # no system libxcb: check_display says so
-            return True
-    return True
-
-
-_WINDOW_SAFE = _load_opencv_xcb_first()
+def clashing_xcb_helpers() -> list[str]:
+    """X helper libraries this process loaded from PyAV's wheel under names OpenCV's wheel
+    also uses: OpenCV's Qt then runs on them and its window hangs. Empty when OpenCV was
+    imported first (it loads its own copies on import), or off Linux."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    site = Path(cv2.__file__).resolve().parent.parent  # the wheels' libs sit beside cv2
+    opencv_names = {q.name for d in site.glob("opencv*.libs") for q in d.glob("libxcb-*")}
+    loaded = {Path(line.split()[-1]) for line in maps.splitlines() if "libxcb-" in line}
+    return sorted(p.name for p in loaded
+                  if p.parent.name == "av.libs" and p.name in opencv_names)
 
 
 @dataclass(frozen=True)
@@ -152,11 +139,12 @@ class PreviewWindow:
     """One OpenCV window; `show` and `poll_key` also run its event loop."""
 
     def __init__(self, title: str = WINDOW_TITLE) -> None:
-        if not _WINDOW_SAFE:
-            raise DisplayError("the preview window cannot open in this process: PyAV was "
-                               "imported before vidrestore.io.preview, and their bundled "
-                               "libxcb copies clash (the window would hang); import "
-                               "vidrestore.io.preview first, or pass --no-window")
+        clashing = clashing_xcb_helpers()
+        if clashing:
+            raise DisplayError(f"the preview window cannot open in this process: PyAV was "
+                               f"imported before OpenCV and its {clashing[0]} would hang the "
+                               "window; import cv2 (or vidrestore.io.preview) before av, or "
+                               "pass --no-window")
         check_display()
         _use_system_fonts()
         self.title = title
