@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from . import __version__
@@ -127,6 +129,7 @@ class LiveSession:
         self.latencies_ms: list[float] = []
         self.snapshots: list[str] = []
         self.warnings: list[str] = []
+        self.interrupted = False  # Ctrl-C or SIGTERM
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._shown_times: collections.deque[float] = collections.deque()
@@ -150,11 +153,13 @@ class LiveSession:
                    for name, body in (("capture", self._capture), ("worker", self._work))]
         for thread in threads:
             thread.start()
+        previous = self._trap_stop_signals()
         try:
             stopped = self._display_loop()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # one that came before the trap was set
             stopped = "interrupted"
         finally:
+            self._restore_signals(previous)
             self._stop.set()
             for thread in threads:
                 thread.join(_JOIN_S)
@@ -166,6 +171,24 @@ class LiveSession:
     @property
     def error(self) -> BaseException | None:
         return self._errors[0] if self._errors else None
+
+    def _trap_stop_signals(self) -> dict[int, Any]:
+        """Ctrl-C and SIGTERM end the session like q: a flag the display loop reads between
+        frames, so no exception lands between recording a frame and logging it."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for number in (signal.SIGINT, signal.SIGTERM):
+            previous[number] = signal.signal(number, self._on_stop_signal)
+        return previous
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
     # --- threads -------------------------------------------------------------------------
 
@@ -221,9 +244,13 @@ class LiveSession:
             if items is None:
                 return "source ended"
             for item in items:
+                if self.interrupted:
+                    return "interrupted"
                 self._show(item)
                 if self.max_frames and self.frames_shown >= self.max_frames:
                     return "max frames"
+            if self.interrupted:
+                return "interrupted"
             if self.window is not None:
                 self.controls.press(self.window.poll_key(1))
                 if self.window.closed:
@@ -284,8 +311,6 @@ class LiveSession:
         self.controls.snapshot_wanted = False
         if self._last_picture is None:
             return
-        import cv2
-
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = self.snapshot_dir / f"vidrestore-{stamp}-{self.frames_shown:06d}.png"
         try:
@@ -370,7 +395,7 @@ def run_live(source_spec: str, cfg: RunConfig, *, window: bool = True,
             session_window.close()
     summary = {"version": __version__, **summary, "device": str(device), "scale": cfg.scale,
                "batch_size": cfg.batch_size, "size_in": [source.width, source.height],
-               "record": str(outputs.record) if outputs.record else None,
+               "record": str(outputs.record) if files.recorded else None,
                "models": built.models, "warnings": built.warnings + summary["warnings"]}
     files.finish(summary)
     if session.error is not None:
@@ -396,6 +421,11 @@ class _LiveFiles:
             partial = partial_path(outputs.log)
             self.runlog = RunLog(partial, line_buffered=True)
             self._partials.append((partial, outputs.log))
+
+    @property
+    def recorded(self) -> bool:
+        """At least one picture went to the recording (none: no file is written)."""
+        return self.recorder is not None and self.recorder.frames_written > 0
 
     def finish(self, summary: dict[str, Any]) -> None:
         try:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -133,6 +134,29 @@ def test_space_bar_state_can_start_off_and_frames_pass_unrestored(cli, tmp_path)
     assert records and not any(r["restored"] for r in records)
     assert "background" not in records[0]["timings_ms"]  # the stages did not run
     assert summary["scale"] == 2
+
+
+def test_sigterm_ends_a_headless_session_and_keeps_the_recording(tmp_path):
+    """Ctrl-C (or SIGTERM) is how a headless camera session ends: a normal end, exit 0."""
+    src = make_clip(tmp_path / "cam.mp4", width=96, height=64, frames=250, rate=RATE)
+    rec = tmp_path / "rec.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "vidrestore", "webcam", "--source", str(src),
+                             "--no-window", "--record", str(rec), *CHEAP], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: any(tmp_path.glob(".rec.mp4.jsonl.partial-*"))
+                  and any(p.stat().st_size for p in tmp_path.glob(".rec.mp4.jsonl.partial-*")),
+                  60, "the first frames")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    records, summary = _log(tmp_path / "rec.mp4.jsonl")
+    assert summary["stopped"] == "interrupted" and 0 < len(records) < 250
+    assert len(frame_times(rec)) == len(records)
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 @pytest.mark.parametrize("source, message", [
