@@ -44,6 +44,7 @@ def main() -> None:
 
     \b
       vidrestore IN OUT [options]     restore a video or an image (same as 'restore')
+      vidrestore webcam [--source N]  restore a camera live, input and output side by side
       vidrestore models list          the model weights: present, bundled, missing
     """
 
@@ -141,6 +142,67 @@ def restore(input_path: Path, output_path: Path, scale, log_path, codec, crf, pr
         click.echo(f"wrote {output_path}: {frames} frame{'s' if frames != 1 else ''} "
                    f"({summary['fps']} fps), log {log_path or str(output_path) + '.jsonl'}"
                    + (f"; {failed} frames written unprocessed" if failed else ""), err=True)
+
+
+@main.command()
+@click.option("--source", default="0", show_default=True, metavar="0|/dev/videoN|FILE",
+              help="Camera index, V4L2 device, or a video file played in real time.")
+@click.option("--no-window", is_flag=True,
+              help="Run headless (no display needed): record and log only.")
+@click.option("--record", "record_path", type=click.Path(path_type=Path), metavar="OUT",
+              help="Write what is shown (input | restored, with the status bar) to this video, "
+                   "timed as it was shown.")
+@click.option("--max-frames", type=click.IntRange(min=1), metavar="N",
+              help="Stop after N frames have been shown.")
+@click.option("--scale", type=click.Choice([str(s) for s in SCALES]),
+              help="Output size / input size (live preset: 1).")
+@_model_options
+@click.option("--log", "log_path", type=click.Path(path_type=Path),
+              help="Per-frame JSON Lines log (default: OUT.jsonl with --record, else none).")
+@click.option("--snapshot-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True,
+              help="Where the s key saves PNG snapshots of the window.")
+@click.option("--restore/--no-restore", "restoring", default=True,
+              help="Start with restoration on or off (space toggles it).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT and the log if they exist.")
+@_verbosity_options
+def webcam(source: str, no_window: bool, record_path: Path | None, max_frames: int | None,
+           scale, log_path: Path | None, snapshot_dir: Path, restoring: bool, overwrite: bool,
+           quiet: bool, verbose: bool, debug: bool, **model_flags) -> None:
+    """Restore a camera (or a video file, in real time) live, input and output side by side.
+
+    \b
+    Keys in the window: q (or Esc) quits, space turns restoration on and off, s saves a
+    snapshot PNG. Without --config the live preset (configs/live.yaml) is used.
+    """
+    _setup_logging(quiet, verbose, debug)
+
+    def job() -> dict[str, Any]:
+        from .memory import quiet_idle_threads, release_large_buffers
+
+        quiet_idle_threads()  # before torch is imported
+        release_large_buffers()
+        from .io import preview  # noqa: F401 - cv2 before PyAV, or the window hangs
+        from .live import LiveOutputs, run_live
+
+        flags = _model_flags(model_flags)
+        flags["scale"] = int(scale) if scale else None
+        cfg = _load(model_flags.get("config") or "live", flags)
+        log_file = log_path or (record_path.with_name(record_path.name + ".jsonl")
+                                if record_path else None)
+        outputs = LiveOutputs(record=record_path, log=log_file, snapshot_dir=snapshot_dir,
+                              overwrite=overwrite)
+        return run_live(source, cfg, window=not no_window, outputs=outputs,
+                        max_frames=max_frames, restoring=restoring)
+
+    summary = _run(job, debug)
+    if not quiet:
+        latency = summary["latency_ms"] or {}
+        click.echo(f"webcam: {summary['frames_shown']} frames shown ({summary['fps']} fps), "
+                   f"{summary['frames_dropped']} dropped, latency median "
+                   f"{latency.get('median')} ms, p95 {latency.get('p95')} ms; stopped: "
+                   f"{summary['stopped']}"
+                   + (f"; recorded {record_path}" if record_path else ""), err=True)
 
 
 def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,12 @@ class TrackConfig:
       landmark_weight: weight of the landmark distance against 1 - IoU in the cost.
       max_missed: frames in a row a track may go undetected and keep its id (a blink of the
         detector, a hand passing); at 25 fps the default bridges 0.2 s.
+      restore_missed: a bridged track still gives a face in the frames its detection was
+        missed, at the place its motion predicts, so the face is restored in every frame
+        rather than blinking back to the unrestored input for a frame. Off for files (a
+        missed frame is rare with the full-size detector, and there the log keeps to what
+        was detected); on in the live preset, whose small, low-resolution detector misses
+        more often and where a blink shows at once.
     Faces reported but not restored (`TrackedFace.skipped`):
       min_face_score: a track is restored only once one of its detections has scored at
         least this. Every real face in ../shared/media scores 0.99 or more; the false
@@ -75,6 +81,7 @@ class TrackConfig:
     max_landmark_distance: float = 0.75
     landmark_weight: float = 1.0
     max_missed: int = 5
+    restore_missed: bool = False
     min_face_score: float = 0.9
     min_eye_distance_px: float = 10.0
     max_yaw_ratio: float = 0.8
@@ -190,6 +197,11 @@ class RunConfig:
             raise ConfigError(f"encode.crf: {self.encode.crf} must be within 0..63")
         if self.background.tile and self.background.tile < 32:
             raise ConfigError(f"background.tile: {self.background.tile} must be 0 or >= 32")
+
+
+def x_display() -> str | None:
+    """The X display a window would open on ($DISPLAY), or None on a headless machine."""
+    return os.environ.get("DISPLAY") or None
 
 
 def preset_path(name: str) -> Path:

@@ -56,6 +56,12 @@ class DeviceError(VidrestoreError):
     exit_code = 4
 
 
+class DisplayError(VidrestoreError):
+    """There is no screen to open the live preview window on."""
+
+    exit_code = 4
+
+
 class EncodeError(VidrestoreError):
     """Writing the output failed."""
 

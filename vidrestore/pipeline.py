@@ -5,50 +5,38 @@
          +---------------- side packets (audio, subtitles): q_side ---------------+
 
 Queues between the threads are bounded, so memory does not grow with the video's length.
-The worker knows stages only by their interface. A batch that fails is retried frame by
+The worker knows stages only by their interface and runs them through `StageRunner` (shared
+with the live preview), which holds the error policy: a batch that fails is retried frame by
 frame; a frame that still fails is written unprocessed (a plain resize) and logged.
 Errors in a thread travel to the main thread and are raised there.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import torch
 
-from .batch import FrameBatch
 from .errors import Cancelled
-from .frames import Frame, OutputFrame
+from .frames import Frame
 from .io.decode import SidePacket, read_frames
 from .io.encode import open_writer
 from .io.plan import OutputPlan
 from .io.probe import MediaInfo
 from .runlog import RunLog
+from .stage_runner import RunStats, StageRunner
 from .stages import Stage
-from .transfer import HostTransfer
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (frames written, frames expected or 0)
 _END = object()
 _POLL_S = 0.1
-
-
-@dataclass
-class RunStats:
-    frames_in: int = 0
-    frames_out: int = 0
-    failed_frames: int = 0
-    stage_ms: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
 
 
 class Pipeline:
@@ -62,12 +50,12 @@ class Pipeline:
         self.encode_config = encode_config
         self.progress = progress
         self.stats = RunStats()
+        self._runner = StageRunner(stages, device, plan.width // info.width, self.stats)
         self._frames: queue.Queue = queue.Queue(maxsize=max(queue_frames, batch_size))
         self._out: queue.Queue = queue.Queue(maxsize=max(queue_frames, batch_size))
         self._side: queue.SimpleQueue[SidePacket] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
-        self._transfer = HostTransfer(device)
 
     def run(self, output_path, log: RunLog) -> RunStats:
         """Decode, process and encode everything; raise the first error of any thread."""
@@ -118,7 +106,7 @@ class Pipeline:
     def _work(self) -> None:
         try:
             for batch in self._batches():
-                for out in self._process(batch):
+                for out in self._runner.process(batch):
                     self._put(self._out, out)
         finally:
             self._put(self._out, _END, force=True)
@@ -192,77 +180,3 @@ class Pipeline:
                                      interpolation=cv2.INTER_AREA)
             frame.warnings.append(f"frame size {w}x{h} differs from the stream's; resized")
         return frame
-
-    # --- device work -----------------------------------------------------------------------
-
-    def _process(self, frames: list[Frame]) -> list[OutputFrame]:
-        saved = self._stream_states()
-        try:
-            return self._run_stages(frames)
-        except (Cancelled, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the policy: retry per frame, then pass through
-            self._restore_stream_states(saved)  # the retry must not see half a batch
-            if len(frames) > 1:
-                log.warning("a batch of %d frames failed (%s); retrying frame by frame",
-                            len(frames), exc)
-                return [out for f in frames for out in self._process([f])]
-            log.warning("frame %d failed (%s); written unprocessed", frames[0].index, exc)
-            log.debug("frame failure", exc_info=True)
-            self.stats.failed_frames += 1
-            return [self._unprocessed(frames[0], f"processing failed: {exc}")]
-
-    def _stream_states(self) -> dict[int, Any]:
-        """Copies of what stateful stages (the tracker's `state`) carry between batches."""
-        return {i: copy.deepcopy(stage.state) for i, stage in enumerate(self.stages)
-                if hasattr(stage, "state")}
-
-    def _restore_stream_states(self, saved: dict[int, Any]) -> None:
-        for i, state in saved.items():
-            self.stages[i].state = state
-
-    def _run_stages(self, frames: list[Frame]) -> list[OutputFrame]:
-        started = time.perf_counter()
-        batch = FrameBatch(inputs=self._transfer.upload(frames), scale=self.plan_scale,
-                           times_s=tuple(f.time for f in frames))
-        timings = {"upload": self._elapsed_ms(started)}
-        for stage in self.stages:
-            started = time.perf_counter()
-            batch = stage(batch)
-            timings[stage.name] = self._elapsed_ms(started)
-        started = time.perf_counter()
-        images = self._transfer.download_(batch.output)
-        timings["download"] = self._elapsed_ms(started)
-        per_frame = {k: v / len(frames) for k, v in timings.items()}
-        for note in batch.notes:  # a stage's own breakdown, e.g. faces.detect, per frame
-            per_frame_and_parts = {**per_frame, **note.get("timings_ms", {})}
-            for name, ms in per_frame_and_parts.items():
-                self.stats.stage_ms[name] = self.stats.stage_ms.get(name, 0.0) + ms
-        return [OutputFrame(f, img, self._record(f, per_frame, note))
-                for f, img, note in zip(frames, images, batch.notes)]
-
-    @property
-    def plan_scale(self) -> int:
-        return self.plan.width // self.info.width
-
-    def _elapsed_ms(self, started: float) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return (time.perf_counter() - started) * 1000
-
-    def _unprocessed(self, frame: Frame, why: str) -> OutputFrame:
-        image = cv2.resize(frame.image, (self.plan.width, self.plan.height),
-                           interpolation=cv2.INTER_CUBIC)
-        frame.warnings.append(why)
-        return OutputFrame(frame, image, self._record(frame, {}, {}))
-
-    def _record(self, frame: Frame, timings: dict[str, float], note: dict[str, Any]):
-        """The frame's log record: its place in time, the stages' notes (faces, quality),
-        the time each stage (and part of one) took for it, and its warnings."""
-        timings = {**frame.timings_ms, **timings, **note.get("timings_ms", {})}
-        extra = {k: v for k, v in note.items() if k not in ("faces", "timings_ms")}
-        return {"frame": frame.index, "pts": frame.pts, "time": round(frame.time, 6),
-                "faces": note.get("faces", []), **extra,
-                "timings_ms": {k: round(v, 3) for k, v in timings.items()},
-                "warnings": frame.warnings}
-

@@ -13,13 +13,17 @@ class RunLog:
     """Writes JSON Lines to `path` (the caller decides where and renames it at the end).
 
     observers: called with each frame record after it is written (e.g. a summary's `add`).
+    line_buffered: every record reaches the file at once (a live run's log can be followed
+        while it runs); otherwise records are written in blocks.
     """
 
     def __init__(self, path: Path,
-                 observers: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
+                 observers: Sequence[Callable[[dict[str, Any]], None]] = (), *,
+                 line_buffered: bool = False) -> None:
         self.path = path
         self.observers = tuple(observers)
-        self._file: TextIO = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file: TextIO = open(path, "w", encoding="utf-8",  # noqa: SIM115 - see close()
+                                  buffering=1 if line_buffered else -1)
 
     def frame(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(_clean(record), separators=(",", ":")) + "\n")

@@ -11,18 +11,19 @@ import pytest
 import torch
 
 from vidrestore.batch import FrameBatch
-from vidrestore.config import FaceConfig, build_config
+from vidrestore.config import FaceConfig, TrackConfig, build_config
 from vidrestore.errors import ModelError
 from vidrestore.models import ModelStore
 from vidrestore.stages.build import build_stages
-from vidrestore.stages.detect import FaceDetector
+from vidrestore.stages.detect import Detections, FaceDetector
 from vidrestore.stages.face import FaceModels, FaceStage, soften_parse_mask
 from vidrestore.stages.restore import PassthroughRestorer
 from vidrestore.stages.upscale import PlainResize
 
 CPU = torch.device("cpu")
 FACE_KEYS = {"track", "box", "landmarks_raw", "landmarks", "score", "skipped", "identity",
-             "flagged", "guard_fidelity", "psnr", "ssim", "lpips", "lpips_reason", "sharpness"}
+             "flagged", "guard_fidelity", "psnr", "ssim", "lpips", "lpips_reason", "sharpness",
+             "predicted"}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,40 @@ def test_a_batch_without_faces_keeps_the_background(detector):
 def test_the_background_must_run_first(detector):
     with pytest.raises(ValueError, match="background"):
         stage_for(detector)(FrameBatch(inputs=torch.rand(1, 3, 32, 32), scale=1))
+
+
+class BlinkingDetector:
+    """The real detector, except that it finds nothing in the frames (stream order) listed."""
+
+    def __init__(self, detector: FaceDetector, blind: set[int]) -> None:
+        self.detector, self.blind, self.seen = detector, blind, 0
+
+    def __call__(self, frames: torch.Tensor):
+        found = self.detector(frames)
+        nothing = Detections(torch.zeros(0, 4), torch.zeros(0, 5, 2), torch.zeros(0))
+        out = [nothing if self.seen + i in self.blind else d for i, d in enumerate(found)]
+        self.seen += len(frames)
+        return out
+
+
+@pytest.mark.parametrize("restore_missed", [False, True])
+def test_a_missed_detection_is_restored_where_predicted_with_restore_missed(
+        media, detector, restore_missed):
+    frame = photo(media, "gfpgan_whole_imgs_Blake_Lively.jpg")
+    frames = frame.expand(5, -1, -1, -1).contiguous()
+    inverted = lambda faces: 1 - faces  # noqa: E731 - a visible "restoration"
+    stage = stage_for(BlinkingDetector(detector, {2}), inverted,
+                      track=TrackConfig(restore_missed=restore_missed))
+    out = run(stage, frames)
+    counts = [len(note["faces"]) for note in out.notes]
+    changed = [(out.output[i] - frames[i]).abs().mean().item() for i in range(5)]
+    if not restore_missed:  # the face blinks back to the input in frame 2
+        assert counts == [2, 2, 0, 2, 2] and changed[2] == 0 < min(changed[:2] + changed[3:])
+        return
+    assert counts == [2] * 5
+    assert [f["predicted"] for f in out.notes[2]["faces"]] == [True, True]
+    assert not any(f["predicted"] for i in (0, 1, 3, 4) for f in out.notes[i]["faces"])
+    assert changed[2] == pytest.approx(changed[1], rel=0.05)  # restored like its neighbours
 
 
 class ThumbnailEncoder:

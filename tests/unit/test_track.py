@@ -95,6 +95,28 @@ def test_three_frame_miss_is_bridged_without_emitting():
     assert {f.track_id for faces in out for f in faces} == {0}
 
 
+def test_restore_missed_emits_the_bridged_face_where_it_is_predicted():
+    """The same fast face and 3-frame miss, with restore_missed (the live preset): the
+    missed frames get the face where its velocity puts it, marked predicted; once the
+    track has ended it emits nothing."""
+    tracker = FaceTracker(TrackConfig(restore_missed=True, max_missed=3))
+    frames = [detections(face(100 + 20 * i, 150)) for i in range(12)]
+    frames[4:7] = [detections()] * 3
+    frames[8:] = [detections()] * 4  # 4 misses > max_missed: ends in frame 11
+    out = run(tracker, frames)
+    assert [len(faces) for faces in out] == [1] * 11 + [0]
+    assert {f.track_id for faces in out for f in faces} == {0}
+    assert [faces[0].predicted for faces in out[:11]] == [False] * 4 + [True] * 3 + \
+        [False] + [True] * 3
+    for i in (4, 5, 6):
+        predicted = out[i][0]
+        true_box, true_marks = face(100 + 20 * i, 150)
+        assert np.abs(predicted.landmarks.numpy() - true_marks).max() < 12  # of 20 px a frame
+        assert torch.equal(predicted.landmarks, predicted.landmarks_raw)
+        assert predicted.score == pytest.approx(0.99) and predicted.skipped is None
+    assert not out[7][0].predicted and out[7][0].track_id == 0
+
+
 def test_a_new_track_gets_the_full_max_missed():
     """Born in frame 0, missed in frames 1-2 (max_missed 2): still the same face in 3."""
     tracker = FaceTracker(TrackConfig(max_missed=2))

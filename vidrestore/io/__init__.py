@@ -1,5 +1,4 @@
-"""Sources and sinks: the only modules that know about PyAV and Pillow."""
+"""Sources and sinks: the only modules that know about PyAV and Pillow.
 
-from .probe import MediaInfo, probe
-
-__all__ = ["MediaInfo", "probe"]
+Nothing is imported here: `preview` must be importable before PyAV is (see its docstring).
+"""

@@ -14,6 +14,8 @@ output) and per-step "timings_ms" ("faces.detect", ...). A face record holds:
     track, box [x1, y1, x2, y2], landmarks_raw, landmarks (smoothed; 5 points), score:
         input-frame pixels, from the detector and tracker;
     skipped: why the face was not restored (too small, profile, unconfirmed), or null;
+    predicted: the detector missed the face in this frame and it was restored where its track
+        predicts it (face.track.restore_missed); its score is the last detection's;
     identity {encoder, cosine, threshold}: what is pasted against the input face (null when
         scoring is off); flagged: the restorer's own output fell under the threshold;
         guard_fidelity: where the identity guard left the face (1: as restored);
@@ -377,6 +379,7 @@ def _face_record(face: TrackedFace, figures: dict[str, Any]) -> dict[str, Any]:
     return {"track": face.track_id, "box": _points(face.box),
             "landmarks_raw": _points(face.landmarks_raw), "landmarks": _points(face.landmarks),
             "score": round(face.score, 4), "skipped": face.skipped,
+            "predicted": face.predicted,
             "identity": None, "flagged": None, "guard_fidelity": None,
             "psnr": None, "ssim": None, "lpips": None, "lpips_reason": None,
             "sharpness": None, **figures}

@@ -11,8 +11,9 @@ last detection and smoothed velocity; the cost of pairing a track with a detecti
 (face size: square root of the predicted box's area). Pairs with IoU below `min_iou` or ``d``
 above `max_landmark_distance` are not allowed; the rest are paired by an optimal assignment
 (`scipy.optimize.linear_sum_assignment`). Unpaired detections start tracks with new ids;
-a track missed for up to `max_missed` frames in a row is kept (it emits nothing meanwhile)
-and ends when missed once more. A scene cut ends every track.
+a track missed for up to `max_missed` frames in a row is kept and ends when missed once more.
+Meanwhile it emits nothing, or, with `restore_missed`, a face at its predicted place marked
+`predicted`. A scene cut ends every track.
 
 Smoothing: a One-Euro filter (Casiez, Roussel, Vogel, CHI 2012) per track over the five
 landmarks and the two box corners, driven by the frames' timestamps, so variable frame rates
@@ -52,6 +53,9 @@ class TrackedFace:
     landmarks: (5, 2) smoothed; what alignment should use.
     score: the detector's face probability.
     skipped: None to restore the face, else why not (unconfirmed, too small, profile).
+    predicted: the detector missed the face in this frame; box and landmarks (raw and
+        smoothed alike) are where the track's motion predicts it, score its last detection's
+        (only with `TrackConfig.restore_missed`).
     """
 
     track_id: int
@@ -60,6 +64,7 @@ class TrackedFace:
     landmarks: torch.Tensor
     score: float
     skipped: str | None = None
+    predicted: bool = False
 
 
 class OneEuroFilter:
@@ -118,6 +123,7 @@ class _Track:
                                     _points(box, landmarks), time_s)
         self.missed = 0
         self.best_score = 0.0
+        self.last_score = 0.0
         self.skipped: str | None = None
 
     def predict(self, time_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +180,8 @@ class FaceTracker:
         time_s: the frame's presentation time in seconds.
         scene_cut: True when this frame starts a new shot: every track ends first.
         Returns one `TrackedFace` per detection, in the detections' order. Tracks missed in
-        this frame but still bridged emit nothing.
+        this frame but still bridged emit nothing, or with `restore_missed` a predicted face
+        each, after those.
         """
         if scene_cut or (self._last_time_s is not None and time_s < self._last_time_s):
             if not scene_cut:
@@ -189,7 +196,22 @@ class FaceTracker:
         seen = [self._follow(pairs.get(k), boxes[k], landmarks[k], float(scores[k]), time_s)
                 for k in range(len(scores))]
         self._end_missed({track for track, _ in seen})
-        return [face for _, face in seen]
+        faces = [face for _, face in seen]
+        if self.config.restore_missed:
+            faces += self._predicted({track for track, _ in seen}, time_s)
+        return faces
+
+    def _predicted(self, seen: set[_Track], time_s: float) -> list[TrackedFace]:
+        """A face at its predicted place for each live track missed in this frame."""
+        faces = []
+        for track in self._tracks:
+            if track in seen:
+                continue
+            box, landmarks = track.predict(time_s)
+            faces.append(TrackedFace(track.track_id, _tensor(box), _tensor(landmarks),
+                                     _tensor(landmarks), track.last_score, track.skipped,
+                                     predicted=True))
+        return faces
 
     def _associate(self, boxes: np.ndarray, landmarks: np.ndarray,
                    time_s: float) -> dict[int, _Track]:
@@ -218,6 +240,7 @@ class FaceTracker:
         else:
             smooth_box, smooth_marks = track.smooth(box, landmarks, time_s)
         track.best_score = max(track.best_score, score)
+        track.last_score = score
         track.skipped = _skip_reason(smooth_marks, track.best_score, track.skipped,
                                      self.config)
         return track, TrackedFace(track.track_id, _tensor(smooth_box), _tensor(landmarks),

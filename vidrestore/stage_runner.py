@@ -1,0 +1,135 @@
+"""`StageRunner`: host frames in, processed host frames with their log records out.
+
+Shared by the file pipeline and the live preview, so both run the stages the same way:
+upload, every stage in order, download, per-stage timings, and the error policy. A batch
+that fails is retried frame by frame (from the stream state it started with); a frame that
+still fails comes out unprocessed (a plain resize) with a warning in its record.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .batch import FrameBatch
+from .errors import Cancelled
+from .frames import Frame, OutputFrame
+from .stages import Stage
+from .transfer import HostTransfer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    failed_frames: int = 0
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class StageRunner:
+    """Runs `stages` over batches of frames on `device`; one thread owns it.
+
+    scale: output size / input size. `stats` collects failed frames and per-stage time.
+    """
+
+    def __init__(self, stages: Sequence[Stage], device: torch.device, scale: int,
+                 stats: RunStats | None = None) -> None:
+        self.stages, self.device, self.scale = list(stages), device, scale
+        self.stats = stats if stats is not None else RunStats()
+        self._transfer = HostTransfer(device)
+
+    def process(self, frames: list[Frame]) -> list[OutputFrame]:
+        """The frames through every stage, in order; never raises for a stage's failure."""
+        saved = self._stream_states()
+        try:
+            return self._run_stages(frames)
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the policy: retry per frame, then pass through
+            self._restore_stream_states(saved)  # the retry must not see half a batch
+            if len(frames) > 1:
+                log.warning("a batch of %d frames failed (%s); retrying frame by frame",
+                            len(frames), exc)
+                return [out for f in frames for out in self.process([f])]
+            log.warning("frame %d failed (%s); written unprocessed", frames[0].index, exc)
+            log.debug("frame failure", exc_info=True)
+            self.stats.failed_frames += 1
+            return [self.unprocessed(frames[0], f"processing failed: {exc}")]
+
+    def warm_up(self, height: int, width: int, frames: int = 1) -> None:
+        """Run a grey batch through the stages and forget it: lazy set-up (kernel choice,
+        first allocations) is paid now, not by the first real frame. Stream state and
+        statistics are left as they were."""
+        saved = self._stream_states()
+        stats = copy.deepcopy(self.stats)
+        grey = np.full((height, width, 3), 128, dtype=np.uint8)
+        self.process([Frame(i, grey.copy(), i, Fraction(1, 25)) for i in range(frames)])
+        self._restore_stream_states(saved)
+        self.stats.__dict__.update(stats.__dict__)
+
+    def unprocessed(self, frame: Frame, why: str | None = None) -> OutputFrame:
+        """`frame` resized to the output size with nothing else done; `why` becomes a
+        warning in its record (none: unprocessed on purpose)."""
+        height, width = frame.image.shape[:2]
+        image = cv2.resize(frame.image, (width * self.scale, height * self.scale),
+                           interpolation=cv2.INTER_CUBIC)
+        if why:
+            frame.warnings.append(why)
+        return OutputFrame(frame, image, self._record(frame, {}, {}))
+
+    def _stream_states(self) -> dict[int, Any]:
+        """Copies of what stateful stages (the tracker's `state`) carry between batches."""
+        return {i: copy.deepcopy(stage.state) for i, stage in enumerate(self.stages)
+                if hasattr(stage, "state")}
+
+    def _restore_stream_states(self, saved: dict[int, Any]) -> None:
+        for i, state in saved.items():
+            self.stages[i].state = state
+
+    def _run_stages(self, frames: list[Frame]) -> list[OutputFrame]:
+        started = time.perf_counter()
+        batch = FrameBatch(inputs=self._transfer.upload(frames), scale=self.scale,
+                           times_s=tuple(f.time for f in frames))
+        timings = {"upload": self._elapsed_ms(started)}
+        for stage in self.stages:
+            started = time.perf_counter()
+            batch = stage(batch)
+            timings[stage.name] = self._elapsed_ms(started)
+        started = time.perf_counter()
+        images = self._transfer.download_(batch.output)
+        timings["download"] = self._elapsed_ms(started)
+        per_frame = {k: v / len(frames) for k, v in timings.items()}
+        for note in batch.notes:  # a stage's own breakdown, e.g. faces.detect, per frame
+            per_frame_and_parts = {**per_frame, **note.get("timings_ms", {})}
+            for name, ms in per_frame_and_parts.items():
+                self.stats.stage_ms[name] = self.stats.stage_ms.get(name, 0.0) + ms
+        return [OutputFrame(f, img, self._record(f, per_frame, note))
+                for f, img, note in zip(frames, images, batch.notes, strict=True)]
+
+    def _elapsed_ms(self, started: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return (time.perf_counter() - started) * 1000
+
+    @staticmethod
+    def _record(frame: Frame, timings: dict[str, float], note: dict[str, Any]):
+        """The frame's log record: its place in time, the stages' notes (faces, quality),
+        the time each stage (and part of one) took for it, and its warnings."""
+        timings = {**frame.timings_ms, **timings, **note.get("timings_ms", {})}
+        extra = {k: v for k, v in note.items() if k not in ("faces", "timings_ms")}
+        return {"frame": frame.index, "pts": frame.pts, "time": round(frame.time, 6),
+                "faces": note.get("faces", []), **extra,
+                "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+                "warnings": frame.warnings}
