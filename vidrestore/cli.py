@@ -83,6 +83,12 @@ def _model_options(func):
                      help="Never fetch weights; use what is cached or bundled."),
         click.option("--strict-models", is_flag=True, default=None,
                      help="Fail instead of falling back when an official model is missing."),
+        click.option("--white-balance", is_flag=True, default=None,
+                     help="Pre-process: gray-world white balance (removes a colour cast)."),
+        click.option("--denoise", is_flag=True, default=None,
+                     help="Pre-process: non-local-means denoising (slow on a CPU)."),
+        click.option("--clahe", is_flag=True, default=None,
+                     help="Pre-process: CLAHE on the lightness (local contrast; colours kept)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -149,6 +155,8 @@ def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
                  "identity_guard": flags.get("identity_guard")},
         "models": {"dir": flags.get("models_dir"), "download": download,
                    "strict": flags.get("strict_models")},
+        "preprocess": {step: {"enabled": flags.get(step)}
+                       for step in ("white_balance", "denoise", "clahe")},
     }
 
 
