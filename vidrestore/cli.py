@@ -45,13 +45,16 @@ def main() -> None:
     \b
       vidrestore IN OUT [options]     restore a video or an image (same as 'restore')
       vidrestore models list          the model weights: present, bundled, missing
+      vidrestore degrade IN OUT       a reproducible degradation, for testing
     """
 
 
 def _add_subcommands() -> None:
+    from .cli_degrade import degrade_command
     from .cli_models import models_group
 
     main.add_command(models_group)
+    main.add_command(degrade_command)
 
 
 def _model_options(func):
