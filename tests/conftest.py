@@ -13,9 +13,8 @@ import torch
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
-# ../shared/media beside the checkout (CI); VIDRESTORE_TEST_MEDIA points elsewhere (a git
-# worktree nested one level deeper, say).
-MEDIA = Path(os.environ.get("VIDRESTORE_TEST_MEDIA", ROOT.parent / "shared" / "media"))
+# Beside the checkout in CI; VIDRESTORE_TEST_MEDIA points elsewhere (e.g. from a worktree).
+MEDIA = Path(os.environ.get("VIDRESTORE_TEST_MEDIA") or ROOT.parent / "shared" / "media")
 sys.path.insert(0, str(ROOT))  # so tests can `from tests.media import ...`
 
 # The cheapest settings that still run the whole machinery.

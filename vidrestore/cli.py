@@ -74,6 +74,10 @@ def _model_options(func):
         click.option("--identity-guard", is_flag=True, default=None,
                      help="Blend faces that no longer look like their input back toward it "
                           "until they pass the identity check."),
+        click.option("--identity-encoder", type=click.Choice(["auto", "arcface", "dlib"]),
+                     help="Identity scoring: auto (ArcFace when its weights are in the model "
+                          "cache, else dlib; the default), arcface (downloaded if need be) "
+                          "or dlib (bundled)."),
         click.option("--bg-model", help="Background upscaler: realesrgan-x2plus (default), "
                                         "realesrgan-x4plus, realesr-general-x4v3, "
                                         "realesr-animevideov3, or none (plain resize)."),
@@ -155,7 +159,8 @@ def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
         "batch_size": flags.get("batch_size"),
         "background": {"model": flags.get("bg_model"), "tile": flags.get("tile")},
         "face": {"model": flags.get("face_model"), "fidelity": flags.get("fidelity"),
-                 "identity_guard": flags.get("identity_guard")},
+                 "identity_guard": flags.get("identity_guard"),
+                 "identity_encoder": flags.get("identity_encoder")},
         "models": {"dir": flags.get("models_dir"), "download": download,
                    "strict": flags.get("strict_models")},
         "preprocess": {step: {"enabled": flags.get(step)}

@@ -99,6 +99,7 @@ class TrackConfig:
 
 
 DETECTORS = ("retinaface-resnet50", "retinaface-mobilenet0.25")
+IDENTITY_ENCODERS = ("auto", "arcface", "dlib")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,10 @@ class FaceConfig:
     fidelity: 0-1, restored face weight against the input face (1: fully restored).
     half: bf16/fp16 on CUDA where the models support it.
     parse: use ParseNet's face mask for paste-back when its weights are present.
-    identity: score each restored face against its input (dlib, ~80 ms a face on a CPU).
+    identity: score each restored face against its input (see identity_encoder).
+    identity_encoder: "auto" (ArcFace buffalo_l when its weights are in the model cache, else
+        the bundled dlib encoder), "arcface" (downloaded when allowed, an error when it cannot
+        be had) or "dlib".
     identity_guard: blend faces that fail the identity threshold back toward the input
         (fidelity 0.75, 0.5, 0.25, 0) until they pass; turns identity scoring on.
     colour_history: frames of per-track colour smoothing; 1 (the default) matches each
@@ -129,6 +133,7 @@ class FaceConfig:
     half: bool = True
     parse: bool = True
     identity: bool = True
+    identity_encoder: str = "auto"
     identity_guard: bool = False
     colour_history: float = 1.0
     track: TrackConfig = field(default_factory=TrackConfig)
@@ -140,6 +145,9 @@ class FaceConfig:
             raise ConfigError(f"face.detector_size: {self.detector_size} must be at least 32")
         if self.colour_history < 1:
             raise ConfigError(f"face.colour_history: {self.colour_history} must be at least 1")
+        if self.identity_encoder not in IDENTITY_ENCODERS:
+            raise ConfigError(f"face.identity_encoder: {self.identity_encoder!r} is not one of "
+                              f"{list(IDENTITY_ENCODERS)}")
         if self.detector not in DETECTORS and not self.detector.endswith((".pth", ".pt")):
             raise ConfigError(f"face.detector: {self.detector!r} is not one of "
                               f"{list(DETECTORS)} or a .pth file")

@@ -43,6 +43,7 @@ def test_face_section_defaults_validation_and_track_subsection():
     assert cfg.face.fidelity == 0.5 and cfg.face.track.max_missed == 2
     for bad, name in [({"fidelity": 1.5}, "face.fidelity"), ({"detector": "yolo"}, "detector"),
                       ({"track": {"min_iou": 2.0}}, "face.track.min_iou"),
+                      ({"identity_encoder": "facenet"}, "face.identity_encoder"),
                       ({"track": {"max_mised": 1}}, "face.track.max_mised")]:
         with pytest.raises(ConfigError, match=name):
             build_config({"face": bad})
@@ -51,10 +52,13 @@ def test_face_section_defaults_validation_and_track_subsection():
 def test_cli_face_flags_reach_the_config():
     from vidrestore.cli import _model_flags
 
-    flags = _model_flags({"face_model": "passthrough", "fidelity": 0.7, "identity_guard": True})
+    flags = _model_flags({"face_model": "passthrough", "fidelity": 0.7, "identity_guard": True,
+                          "identity_encoder": "dlib"})
     face = load_config("default", None, flags).face
-    assert (face.model, face.fidelity, face.identity_guard) == ("passthrough", 0.7, True)
-    assert load_config("default", None, _model_flags({})).face.identity_guard is False
+    assert (face.model, face.fidelity, face.identity_guard, face.identity_encoder) == (
+        "passthrough", 0.7, True, "dlib")
+    default = load_config("default", None, _model_flags({})).face
+    assert default.identity_guard is False and default.identity_encoder == "auto"
     from vidrestore.config import preset_path
 
     fast = load_config("default", preset_path("fast"), {})

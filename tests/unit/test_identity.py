@@ -13,12 +13,12 @@ codeformer_whole_imgs_01/02 reach 0.93-0.95 with each other, above the threshold
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import MEDIA
 from vidrestore.errors import ModelError
 from vidrestore.metrics.identity import (
     DLIB_COSINE_THRESHOLD,
@@ -32,7 +32,6 @@ from vidrestore.stages.detect import FaceDetector
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("dlib")
 
-MEDIA = Path(__file__).resolve().parents[3] / "shared" / "media"
 needs_media = pytest.mark.skipif(not MEDIA.is_dir(), reason=f"test media not found at {MEDIA}")
 
 

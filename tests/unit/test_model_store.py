@@ -398,7 +398,7 @@ def test_cli_download_without_network_raises_one_download_error(tmp_path, monkey
 
 
 def test_cli_verify_exits_1_on_a_mismatch(tmp_path):
-    (tmp_path / "lpips-alex.pth").write_bytes(b"\0" * 6009)
+    (tmp_path / "parsing_parsenet.pth").write_bytes(b"\0" * 6009)
     result = _run("--models-dir", str(tmp_path), "verify")
     assert result.exit_code == 1
-    assert "lpips-alex" in result.output and "MISMATCH" in result.output
+    assert "parsenet" in result.output and "MISMATCH" in result.output

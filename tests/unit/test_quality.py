@@ -92,7 +92,7 @@ def test_face_summary_means_per_track_and_flagged_frames():
     assert out["frames_with_faces"] == 2 and out["flagged_frames"] == 1
     zero, one = out["tracks"]["0"], out["tracks"]["1"]
     assert zero == {"frames": 2, "restored": 2, "flagged_frames": 0, "identity_cosine": 0.94,
-                    "psnr": 31.0, "ssim": 0.85}
+                    "psnr": 31.0, "ssim": 0.85, "lpips": None}
     assert one["frames"] == 2 and one["restored"] == 1 and one["flagged_frames"] == 1
     assert one["identity_cosine"] == 0.8 and one["psnr"] == 20.0
     unscored = FaceSummary()

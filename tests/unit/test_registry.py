@@ -20,25 +20,25 @@ from vidrestore.models.registry import (
 OFFICIAL = {
     "gfpgan-1.3", "gfpgan-1.4", "restoreformer++", "realesrgan-x4plus", "realesrgan-x2plus",
     "realesr-general-x4v3", "realesr-animevideov3", "retinaface-resnet50",
-    "retinaface-mobilenet0.25", "parsenet", "arcface-buffalo_l", "lpips-alex",
+    "retinaface-mobilenet0.25", "parsenet", "arcface-buffalo_l", "alexnet-imagenet",
 }
 BUNDLED = {"realesrgan-x4plus-ncnn", "realesr-animevideov3-ncnn",
-           "retinaface-mobilenet0.25-onnx", "dlib-resnet-face", "dlib-5point"}
+           "retinaface-mobilenet0.25-onnx", "dlib-resnet-face", "dlib-5point", "lpips-alex"}
 
 # Official files whose SHA-256 no source publishes (searched: project READMEs and releases,
 # OpenModelDB, other projects' model lists). They are checked by size alone, with a warning.
 # Add a name here only after such a search, and say so in the commit.
 UNPUBLISHED_SHA256 = {"restoreformer++"}
 
-# Where each official file must come from: the projects' own GitHub releases (LPIPS keeps its
-# weights in the repository itself).
+# Where each official file must come from: the projects' own GitHub releases (torchvision's
+# AlexNet, the LPIPS trunk, from PyTorch's download server).
 URL_PREFIX = {
     "gfpgan": "https://github.com/TencentARC/GFPGAN/releases/download/",
     "realesr": "https://github.com/xinntao/Real-ESRGAN/releases/download/",
     "retinaface": "https://github.com/xinntao/facexlib/releases/download/",
     "parsenet": "https://github.com/xinntao/facexlib/releases/download/",
     "arcface": "https://github.com/deepinsight/insightface/releases/download/",
-    "lpips": "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/",
+    "alexnet": "https://download.pytorch.org/models/",
     "restoreformer": "https://github.com/wzhouxiff/RestoreFormerPlusPlus/releases/download/",
 }
 
@@ -112,7 +112,7 @@ def test_a_dangling_fallback_is_refused():
     ("size_bytes", 0, "size_bytes"),
 ])
 def test_malformed_specs_are_refused(field, value, message):
-    fields = {f: getattr(REGISTRY["lpips-alex"], f) for f in ModelSpec.__dataclass_fields__}
+    fields = {f: getattr(REGISTRY["parsenet"], f) for f in ModelSpec.__dataclass_fields__}
     fields[field] = value
     with pytest.raises(ValueError, match=message):
         ModelSpec(**fields)

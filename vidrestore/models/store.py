@@ -98,8 +98,12 @@ class ModelStore:
 
     # -- finding --------------------------------------------------------------------------
 
-    def locate(self, name: str) -> ResolvedModel:
-        """The checked file for `name`, fetching or falling back as the config allows."""
+    def locate(self, name: str, *, allow_fallback: bool = True) -> ResolvedModel:
+        """The checked file for `name`, fetching or falling back as the config allows.
+
+        allow_fallback=False: the official file or a `DownloadError`, never a stand-in (for
+        a model the user asked for by name, e.g. `--identity-encoder arcface`).
+        """
         spec = get_spec(name, self.registry)
         if spec.bundled:
             return self._bundled(spec, requested=name)
@@ -117,6 +121,8 @@ class ModelStore:
                 f"{name}: {spec.filename} is not in {self.cache_dir} and downloads are off; "
                 f"run `vidrestore models download {name}`, or fetch {spec.url} and put it "
                 f"at {path}")
+        if not allow_fallback:
+            raise missing
         return self._fallback(spec, missing)
 
     def user_file(self, path: str | Path, role: str) -> ResolvedModel:

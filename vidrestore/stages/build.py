@@ -10,7 +10,8 @@ import torch
 
 from ..config import FaceConfig, RunConfig
 from ..errors import ModelError
-from ..metrics.identity import DlibFaceEncoder
+from ..metrics.identity import open_identity_encoder
+from ..metrics.perceptual import LPIPS_TRUNK, open_lpips
 from ..models import ModelStore, load_image_model
 from ..models.arch.parsenet import fuse_batchnorm as fuse_parsenet
 from ..models.arch.parsenet import load_parsenet
@@ -71,9 +72,11 @@ def _add_face_stage(cfg: RunConfig, device, store: ModelStore, built: BuiltStage
         built.warnings.append(f"FACE RESTORATION IS OFF: {exc}")
         built.models["face"] = {"name": face.model, "source": None, "error": str(exc)}
         return
+    lpips, lpips_reason = _lpips_metric(device, store, built)
     models = FaceModels(detector=_face_detector(face, device, store, built), restorer=restorer,
                         parser=_face_parser(cfg, device, store, built),
-                        identity=_identity_encoder(face, built))
+                        identity=_identity_encoder(cfg, store, built), lpips=lpips,
+                        lpips_reason=lpips_reason)
     built.stages.append(FaceStage(face, models, device))
 
 
@@ -118,19 +121,37 @@ def _face_parser(cfg: RunConfig, device, store: ModelStore, built: BuiltStages):
     return fuse_parsenet(load_parsenet(resolved.path)).to(device, dtype)
 
 
-def _identity_encoder(face: FaceConfig, built: BuiltStages):
-    """dlib's bundled encoder when identity scoring (or the guard, which needs it) is on."""
+def _identity_encoder(cfg: RunConfig, store: ModelStore, built: BuiltStages):
+    """The encoder `face.identity_encoder` names when identity scoring (or the guard, which
+    needs it) is on. One that cannot be loaded turns scoring off with a warning, unless it
+    was asked for by name (arcface) or models are strict."""
+    face = cfg.face
     if not (face.identity or face.identity_guard):
         built.models["identity"] = {"name": "none", "source": "face.identity is off"}
         return None
     try:
-        encoder = DlibFaceEncoder()
+        encoder = open_identity_encoder(store, face.identity_encoder)
     except ModelError as exc:
+        if cfg.models.strict or face.identity_encoder == "arcface":
+            raise
         built.warnings.append(f"identity scoring is off: {exc}")
+        built.models["identity"] = {"name": face.identity_encoder, "source": None,
+                                    "error": str(exc)}
         return None
-    built.models["identity"] = {"name": encoder.name, "source": "bundled:face-recognition-models",
-                                "threshold": encoder.threshold}
+    built.models["identity"] = encoder.describe()
     return encoder
+
+
+def _lpips_metric(device, store: ModelStore, built: BuiltStages):
+    """LPIPS when its AlexNet trunk is in the cache (never downloaded for a run), and the
+    reason logged with each face when it is not."""
+    metric, reason = open_lpips(store, device)
+    if metric is None:
+        built.models["lpips"] = {"name": "none", "source": None, "reason": reason}
+        return None, reason
+    built.models["lpips"] = {"name": metric.name, "source": "cache",
+                             "trunk": str(store.path_for(LPIPS_TRUNK))}
+    return metric, ""
 
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")

@@ -19,7 +19,9 @@ output) and per-step "timings_ms" ("faces.detect", ...). A face record holds:
         guard_fidelity: where the identity guard left the face (1: as restored);
     psnr, ssim: the face box of the output against the upscaled background before the paste;
     sharpness {input, upscaled, output}: variance of the Laplacian of the face box;
-    lpips: null, with lpips_reason.
+    lpips: LPIPS (AlexNet, v0.1) of the same two face boxes, each resampled to 256 x 256
+        (one metric call for all faces of the batch); null, with lpips_reason, when the
+        metric is absent (its AlexNet trunk is not in the model cache) or the face skipped.
 Figures that were not measured (skipped faces) are null.
 """
 
@@ -35,10 +37,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.ops import roi_align
 
 from ..batch import FrameBatch
 from ..config import FaceConfig
 from ..metrics.identity import IdentityEncoder, LandmarkedFace, cosine
+from ..metrics.perceptual import Lpips
 from ..metrics.quality import laplacian_variance, psnr, ssim
 from ..models.arch.parsenet import ParseNet, face_mask_from_parsing
 from .align import face_template, paste_faces, similarity_transforms, warp_faces
@@ -50,7 +54,9 @@ log = logging.getLogger(__name__)
 
 FACE_SIZE = 512  # GFPGAN's and RestoreFormer's aligned crop, FFHQ template
 GUARD_FIDELITIES = (0.75, 0.5, 0.25, 0.0)  # identity guard: steps back toward the input
-LPIPS_REASON = "not measured: no LPIPS model in this build"
+LPIPS_SIZE = 256  # face boxes are resampled to this square for one batched LPIPS call
+LPIPS_REASON = "not measured: no LPIPS metric given to the face stage"
+SKIPPED_REASON = "not measured: face not restored"
 # facexlib's paste mask from parsing: Gaussian blur (101 px, sigma 11) twice, 10 px border 0
 PARSE_BLUR_TAPS, PARSE_BLUR_SIGMA, PARSE_BLUR_PASSES, PARSE_BORDER_PX = 101, 11.0, 2, 10
 
@@ -65,6 +71,8 @@ class FaceModels:
     restorer: Restorer
     parser: ParseNet | None = None
     identity: IdentityEncoder | None = None
+    lpips: Lpips | None = None
+    lpips_reason: str = LPIPS_REASON  # why there is no `lpips` metric, for the log
 
 
 @dataclass
@@ -138,6 +146,8 @@ class FaceStage:
         self.state.colour.end(ended)
         figures = self._measure(batch, output, tracked, aligned, identity)
         clock("measure")
+        self._add_lpips(batch, output, tracked, aligned, figures)
+        clock("lpips")
         notes = tuple({**note, "faces": faces, "sharpness": sharp, "timings_ms": clock.ms}
                       for note, (faces, sharp) in zip(batch.notes, figures, strict=True))
         return dataclasses.replace(batch, output=output, notes=notes)
@@ -243,13 +253,35 @@ class FaceStage:
             records = []
             for j, face in enumerate(faces):
                 k = restored.get((n, j))
-                figures = {} if k is None else {
+                figures = {"lpips_reason": SKIPPED_REASON} if k is None else {
+                    "lpips_reason": self.models.lpips_reason,
                     **_region_figures(batch, output, n, face.box),
                     **_identity_figures(identity, k)}
                 records.append(_face_record(face, figures))
             out.append((records, {"input": _round(frame_in[n], 1),
                                   "output": _round(frame_out[n], 1)}))
         return out
+
+
+    def _add_lpips(self, batch: FrameBatch, output: torch.Tensor,
+                   tracked: list[list[TrackedFace]], aligned: AlignedFaces,
+                   figures: list[tuple[list[dict], dict]]) -> None:
+        """LPIPS of each restored face box, output against the upscaled background before
+        the paste, into its record; one metric call for the batch."""
+        metric = self.models.lpips
+        if metric is None or not len(aligned):
+            return
+        boxes = torch.stack([tracked[n][j].box for n, j in aligned.places])
+        rois, valid = _output_rois(boxes, aligned.frame_index, batch.scale, output.shape[-2:])
+        size = (LPIPS_SIZE, LPIPS_SIZE)
+        after = roi_align(output.float(), rois, size, sampling_ratio=-1, aligned=True)
+        before = roi_align(batch.output.float(), rois, size, sampling_ratio=-1, aligned=True)
+        values = metric(after, before).tolist()
+        for (n, j), value, ok in zip(aligned.places, values, valid.tolist(), strict=True):
+            record = figures[n][0][j]
+            record["lpips"] = _round(value, 4) if ok else None
+            record["lpips_reason"] = (None if record["lpips"] is not None
+                                      else "not measured: face box outside the frame")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -287,6 +319,19 @@ def _landmarked(crops: torch.Tensor) -> list[LandmarkedFace]:
     images = (crops * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
     template = face_template(crops.shape[-1]).numpy()
     return [LandmarkedFace(image, template) for image in images.numpy()]
+
+
+def _output_rois(boxes: torch.Tensor, frame_index: torch.Tensor, scale: int,
+                 size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, 5) roi_align boxes [frame, x1, y1, x2, y2] of input-pixel face boxes in the
+    output frame (scaled, clipped to it), and (K,) whether each keeps a pixel or more.
+    Continuous coordinates, pixel centres at +0.5: the detector's convention too."""
+    height, width = size
+    scaled = boxes.to(frame_index.device, torch.float32) * scale
+    limits = scaled.new_tensor([width, height, width, height])
+    clipped = torch.minimum(scaled.clamp_min(0), limits)
+    valid = ((clipped[:, 2] - clipped[:, 0]) >= 1) & ((clipped[:, 3] - clipped[:, 1]) >= 1)
+    return torch.cat([frame_index[:, None].float(), clipped], 1), valid.cpu()
 
 
 def _pixel_box(box: torch.Tensor, scale: int, height: int, width: int) -> tuple[int, ...]:
@@ -334,7 +379,7 @@ def _face_record(face: TrackedFace, figures: dict[str, Any]) -> dict[str, Any]:
             "landmarks_raw": _points(face.landmarks_raw), "landmarks": _points(face.landmarks),
             "score": round(face.score, 4), "skipped": face.skipped,
             "identity": None, "flagged": None, "guard_fidelity": None,
-            "psnr": None, "ssim": None, "lpips": None, "lpips_reason": LPIPS_REASON,
+            "psnr": None, "ssim": None, "lpips": None, "lpips_reason": None,
             "sharpness": None, **figures}
 
 
