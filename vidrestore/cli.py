@@ -46,15 +46,21 @@ def main() -> None:
       vidrestore IN OUT [options]     restore a video or an image (same as 'restore')
       vidrestore models list          the model weights: present, bundled, missing
       vidrestore degrade IN OUT       a reproducible degradation, for testing
+      vidrestore eval --reference GT --restored OUT   quality, identity and flicker
+      vidrestore report LOG.jsonl     plots and comparison grids from a run's log
     """
 
 
 def _add_subcommands() -> None:
     from .cli_degrade import degrade_command
+    from .cli_eval import eval_command
     from .cli_models import models_group
+    from .cli_report import report_command
 
     main.add_command(models_group)
     main.add_command(degrade_command)
+    main.add_command(eval_command)
+    main.add_command(report_command)
 
 
 def _model_options(func):
