@@ -151,6 +151,7 @@ def plot_identity(data: RunLogData) -> Figure | None:
     low = min([min(y) for _, y in series.values()] + ([threshold] if threshold else []))
     ax.set_ylim(low - 0.1 * (1.0 - low) - 0.01, 1.005)
     ax.legend(loc="best", ncols=min(4, len(series) + 1))
+    _single_frame_axis(ax, len(data.frames))
     return figure
 
 
@@ -188,12 +189,11 @@ def plot_quality(data: RunLogData) -> Figure | None:
                 ax.plot(x, y, **_marks(x), linestyle="--", alpha=0.7,
                         label=f"track {track} upscaled")
         if not series:
-            reason = _lpips_reason(data) if "lpips" in title else "not measured"
-            ax.text(0.5, 0.5, _wrap(reason.upper(), 40), transform=ax.transAxes, ha="center",
-                    va="center", fontsize=7, fontweight="bold", color="0.35")
+            _note(ax, _lpips_reason(data) if "lpips" in title else "not measured")
         elif len(series) > 1 or title == "face sharpness":
             ax.legend(loc="best")
         _label(ax, title, x_label if n >= 2 else "", unit)  # shared x: label the lower row
+    _single_frame_axis(axes, len(data.frames))
     figure.suptitle("FACE QUALITY PER TRACK")
     return figure
 
@@ -222,6 +222,7 @@ def plot_timings(data: RunLogData) -> Figure:
         ax.set_yscale("log")
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
         _label(ax, f"{title}: time per frame", x_label if ax is axes[-1] else "", "ms (log)")
+    _single_frame_axis(axes, len(data.frames))
     return figure
 
 
@@ -243,9 +244,7 @@ def plot_eval(result: dict[str, Any]) -> Figure:
                        label=f"target {target}")
             ax.legend(loc="best")
         else:
-            reason = result["checks"][key].get("reason") or "not measured"
-            ax.text(0.5, 0.5, _wrap(reason.upper(), 40), transform=ax.transAxes, ha="center",
-                    va="center", fontsize=7, fontweight="bold", color="0.35")
+            _note(ax, result["checks"][key].get("reason") or "not measured")
         _label(ax, title, "frame" if n >= 2 else "", unit)
     ax = axes[1, 1]
     flicker = [f.get("flicker") for f in frames]
@@ -255,9 +254,9 @@ def plot_eval(result: dict[str, Any]) -> Figure:
             ax.plot(x, y, **_marks(x), linestyle=style, label=key)
         ax.legend(loc="best")
     else:
-        ax.text(0.5, 0.5, "NO FLICKER: STILL IMAGES", transform=ax.transAxes, ha="center",
-                va="center", fontsize=7, fontweight="bold", color="0.35")
+        _note(ax, "no flicker: still images")
     _label(ax, "flicker (warping error)", "frame", "rms, 8-bit levels")
+    _single_frame_axis(axes, len(frames))
     verdict = {True: "pass", False: "fail", None: "nothing measured"}[result.get("pass")]
     figure.suptitle(f"EVALUATION AGAINST THE REFERENCE: {verdict.upper()}")
     return figure
@@ -397,6 +396,22 @@ def _image_axes(ax: Axes, title: str) -> None:
 def _marks(x) -> dict[str, Any]:
     """Dots on the line where there are few points (a still image is one)."""
     return {"marker": "o", "markersize": 3} if len(x) < 30 else {}
+
+
+def _note(ax: Axes, text: str) -> None:
+    """A grey note in the middle of an empty panel; paths shortened to their file names."""
+    words = [Path(w).name if "/" in w else w for w in text.split()]
+    ax.text(0.5, 0.5, _wrap(" ".join(words).upper(), 38), transform=ax.transAxes,
+            ha="center", va="center", fontsize=6.5, fontweight="bold", color="0.35")
+    ax.set_yticks([])
+
+
+def _single_frame_axis(axes, frames: int) -> None:
+    """One frame (a still image): one tick, not a stretch of fractional frame numbers."""
+    if frames == 1:
+        for ax in np.atleast_1d(axes).flat:
+            ax.set_xticks([0])
+            ax.set_xlim(-1, 1)
 
 
 def _wrap(text: str, width: int) -> str:
