@@ -23,7 +23,7 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
@@ -51,15 +51,25 @@ LPIPS_MISSING = "LPIPS not available"
 
 
 @dataclass
+class FaceScoring:
+    """What identity scoring needs: a detector for the reference frames (`FaceDetector`),
+    a maker of fresh trackers (one per file), and the identity encoder."""
+
+    detector: Any
+    make_tracker: Callable[[], Any]
+    encoder: IdentityEncoder
+
+
+@dataclass
 class Measures:
     """What `evaluate` measures; each may be off or missing.
 
-    identity: (detector, tracker factory, encoder) or None to skip identity.
+    identity: how faces are found and scored, or None to skip identity.
     lpips: a callable (N, 3, H, W) [0, 1] pair -> (N,) distances, or None, with the reason.
     """
 
-    identity: tuple[Any, Any, IdentityEncoder] | None = None
-    lpips: Any = None
+    identity: FaceScoring | None = None
+    lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     lpips_reason: str | None = LPIPS_MISSING
     device: torch.device = torch.device("cpu")
 
@@ -81,7 +91,8 @@ def open_measures(config: RunConfig, device: torch.device, *, identity: bool = T
     if identity:
         encoder = open_identity_encoder(store, config.face.identity_encoder)
         detector = FaceDetector("bundled", device, input_size=config.face.detector_size)
-        measures.identity = (detector, lambda: FaceTracker(config.face.track), encoder)
+        measures.identity = FaceScoring(detector, lambda: FaceTracker(config.face.track),
+                                        encoder)
     if lpips:
         measures.lpips, measures.lpips_reason = open_lpips(store, device)
     else:
@@ -144,7 +155,7 @@ def _evaluate_pair(ref: Path, res: Path, measures: Measures, label: str | None) 
     size = (ref_info.width, ref_info.height)
     restored_size = (res_info.width, res_info.height)
     flicker = MotionEstimator() if ref_info.kind == "video" else None
-    faces = _FaceScorer(*measures.identity) if measures.identity else None
+    faces = _FaceScorer(measures.identity) if measures.identity else None
     frames: list[dict[str, Any]] = []
     previous: tuple[np.ndarray, np.ndarray] | None = None
     for index, time_s, ref_rgb, res_rgb in _frame_pairs(ref_info, res_info):
@@ -226,8 +237,9 @@ class _FaceScorer:
     """Finds and tracks the faces of the reference; scores the restored face at the same
     landmarks (the detector's, not smoothed) against the reference face."""
 
-    def __init__(self, detector, make_tracker, encoder: IdentityEncoder) -> None:
-        self.detector, self.tracker, self.encoder = detector, make_tracker(), encoder
+    def __init__(self, scoring: FaceScoring) -> None:
+        self.detector, self.encoder = scoring.detector, scoring.encoder
+        self.tracker = scoring.make_tracker()
 
     def __call__(self, ref: np.ndarray, res: np.ndarray, time_s: float) -> list[dict[str, Any]]:
         found = self.detector(_tensor(ref, self.detector.device))[0]
@@ -272,7 +284,7 @@ def summarise(frames: list[dict[str, Any]], measures: Measures) -> dict[str, Any
 def _identity_summary(frames: list[dict[str, Any]], measures: Measures) -> dict[str, Any] | None:
     if measures.identity is None:
         return None
-    encoder = measures.identity[2]
+    encoder = measures.identity.encoder
     scores: dict[str, list[float]] = defaultdict(list)
     for record in frames:
         prefix = f"{record['file']}:" if record.get("file") else ""
