@@ -12,7 +12,8 @@ import torch
 class FrameBatch:
     """N frames on the working device.
 
-    inputs: (N, 3, H, W) float32 RGB in [0, 1], the decoded frames, never changed.
+    inputs: (N, 3, H, W) float32 RGB in [0, 1], the decoded frames; only the pre-processing
+        stage replaces them (with a new tensor), and no stage changes them in place.
     output: (N, 3, sH, sW) float32 RGB in [0, 1], the frames being built (None until the
         background stage has run).
     scale: output size / input size.

@@ -46,13 +46,22 @@ def main() -> None:
       vidrestore IN OUT [options]     restore a video or an image (same as 'restore')
       vidrestore webcam [--source N]  restore a camera live, input and output side by side
       vidrestore models list          the model weights: present, bundled, missing
+      vidrestore degrade IN OUT       a reproducible degradation, for testing
+      vidrestore eval --reference GT --restored OUT   quality, identity and flicker
+      vidrestore report LOG.jsonl     plots and comparison grids from a run's log
     """
 
 
 def _add_subcommands() -> None:
+    from .cli_degrade import degrade_command
+    from .cli_eval import eval_command
     from .cli_models import models_group
+    from .cli_report import report_command
 
     main.add_command(models_group)
+    main.add_command(degrade_command)
+    main.add_command(eval_command)
+    main.add_command(report_command)
 
 
 def _model_options(func):
@@ -88,6 +97,12 @@ def _model_options(func):
                      help="Never fetch weights; use what is cached or bundled."),
         click.option("--strict-models", is_flag=True, default=None,
                      help="Fail instead of falling back when an official model is missing."),
+        click.option("--white-balance", is_flag=True, default=None,
+                     help="Pre-process: gray-world white balance (removes a colour cast)."),
+        click.option("--denoise", is_flag=True, default=None,
+                     help="Pre-process: non-local-means denoising (slow on a CPU)."),
+        click.option("--clahe", is_flag=True, default=None,
+                     help="Pre-process: CLAHE on the lightness (local contrast; colours kept)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -216,6 +231,8 @@ def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
                  "identity_encoder": flags.get("identity_encoder")},
         "models": {"dir": flags.get("models_dir"), "download": download,
                    "strict": flags.get("strict_models")},
+        "preprocess": {step: {"enabled": flags.get(step)}
+                       for step in ("white_balance", "denoise", "clahe")},
     }
 
 

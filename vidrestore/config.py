@@ -161,6 +161,94 @@ class FaceConfig:
 
 
 @dataclass(frozen=True)
+class WhiteBalanceConfig:
+    """Gray-world white balance: each channel is scaled so that the channel means agree.
+
+    strength: 0-1, the fraction of the correction applied (gains raised to this power).
+    max_gain: bound on a channel's gain (and 1/max_gain below), so a frame that is nearly
+        one colour (a blue sky, a red wall) is not pushed into grey.
+    smoothing_s: time constant, in seconds, of the gains' moving average over a video's
+        frames, so they do not flicker from frame to frame; 0 uses each frame's own.
+    """
+
+    enabled: bool = False
+    strength: float = 1.0
+    max_gain: float = 4.0
+    smoothing_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise ConfigError(f"preprocess.white_balance.strength: {self.strength} must be "
+                              "within [0, 1]")
+        if self.max_gain < 1:
+            raise ConfigError(f"preprocess.white_balance.max_gain: {self.max_gain} must be "
+                              "at least 1")
+        if self.smoothing_s < 0:
+            raise ConfigError(f"preprocess.white_balance.smoothing_s: {self.smoothing_s} must "
+                              "not be negative")
+
+
+@dataclass(frozen=True)
+class ClaheConfig:
+    """Contrast-limited adaptive histogram equalisation of the CIE L* lightness only, so
+    hue and chroma stay as they are.
+
+    clip_limit: OpenCV's clipLimit (histogram bins clipped at this multiple of the mean).
+    grid: tiles along each side of the frame.
+    """
+
+    enabled: bool = False
+    clip_limit: float = 2.0
+    grid: int = 8
+
+    def __post_init__(self) -> None:
+        if self.clip_limit <= 0:
+            raise ConfigError(f"preprocess.clahe.clip_limit: {self.clip_limit} must be positive")
+        if self.grid < 1:
+            raise ConfigError(f"preprocess.clahe.grid: {self.grid} must be at least 1")
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """Non-local means (Buades, Coll, Morel 2005) on the RGB frame.
+
+    strength: OpenCV's h, in 8-bit levels: patches whose mean squared difference is h^2
+        weigh e^-1 of an identical patch. About the noise's standard deviation.
+    patch: side of the compared patches, pixels (odd).
+    search: side of the window searched for similar patches, pixels (odd); the cost grows
+        with its square.
+    """
+
+    enabled: bool = False
+    strength: float = 10.0
+    patch: int = 7
+    search: int = 11
+
+    def __post_init__(self) -> None:
+        if self.strength <= 0:
+            raise ConfigError(f"preprocess.denoise.strength: {self.strength} must be positive")
+        for name in ("patch", "search"):
+            value = getattr(self, name)
+            if value < 1 or value % 2 == 0:
+                raise ConfigError(f"preprocess.denoise.{name}: {value} must be odd and positive")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Optional clean-up of the decoded frames before anything else sees them; each step
+    is off by default. They run in this order: white balance, denoise, CLAHE (which would
+    otherwise sharpen the noise as well as the picture)."""
+
+    white_balance: WhiteBalanceConfig = field(default_factory=WhiteBalanceConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    clahe: ClaheConfig = field(default_factory=ClaheConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return self.white_balance.enabled or self.denoise.enabled or self.clahe.enabled
+
+
+@dataclass(frozen=True)
 class EncodeConfig:
     codec: str = "auto"
     crf: int = 18
@@ -181,6 +269,7 @@ class RunConfig:
     scale: int = 2
     batch_size: int = 4
     queue_frames: int = 16  # frames buffered between each pair of threads
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     face: FaceConfig = field(default_factory=FaceConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)

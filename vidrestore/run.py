@@ -10,8 +10,8 @@ from typing import Any
 
 from . import __version__
 from .config import RunConfig
+from .destination import check_destination, partial_path
 from .device import resolve_device
-from .errors import OutputError
 from .io.plan import plan_output
 from .io.probe import probe
 from .metrics.summary import FaceSummary
@@ -27,11 +27,6 @@ def default_log_path(output: Path) -> Path:
     return output.with_name(output.name + ".jsonl")
 
 
-def partial_path(final: Path) -> Path:
-    """Where `final` is written until it is complete; same folder, so the rename is atomic."""
-    return final.with_name(f".{final.name}.partial-{os.getpid()}{final.suffix}")
-
-
 def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str],
             cfg: RunConfig, *, log_path: str | os.PathLike[str] | None = None,
             overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
@@ -43,10 +38,10 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
     started = time.perf_counter()
     src, dst = Path(input_path), Path(output_path)
     info = probe(src)
-    _check_destination(src, dst, overwrite)
+    check_destination(src, dst, overwrite)
     plan = plan_output(info, dst, cfg.scale, cfg.encode)
     log_final = Path(log_path) if log_path else default_log_path(dst)
-    _check_destination(src, log_final, overwrite)
+    check_destination(src, log_final, overwrite)
     device = resolve_device(cfg.device)
     built = build_stages(cfg, device, ModelStore(cfg.models))
     for warning in plan.warnings + built.warnings:
@@ -85,23 +80,3 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
         for leftover in (partial, log_partial):
             leftover.unlink(missing_ok=True)
         raise
-
-
-def _check_destination(src: Path, dst: Path, overwrite: bool) -> None:
-    if dst.resolve() == src.resolve() or (dst.exists() and _same_file(src, dst)):
-        raise OutputError(f"{dst}: is the input file; choose another output path")
-    if dst.is_dir():
-        raise OutputError(f"{dst}: is a directory; give a file name")
-    if dst.exists() and not overwrite:
-        raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
-    if not dst.parent.is_dir():
-        raise OutputError(f"{dst}: folder {dst.parent} does not exist")
-    if not os.access(dst.parent, os.W_OK):
-        raise OutputError(f"{dst}: folder {dst.parent} is not writable")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False

@@ -78,7 +78,9 @@ class OutputPlan:
         return out
 
 
-def plan_output(info: MediaInfo, out: Path, scale: int, enc: EncodeConfig) -> OutputPlan:
+def plan_output(info: MediaInfo, out: Path, scale: int, enc: EncodeConfig,
+                size: tuple[int, int] | None = None) -> OutputPlan:
+    """The output of `info` at `scale`, or at `size` (width, height) when that is given."""
     kind = media_kind(out)
     if kind is None:
         raise OutputError(f"{out}: unknown output extension {out.suffix or '(none)'!r}; videos: "
@@ -86,7 +88,7 @@ def plan_output(info: MediaInfo, out: Path, scale: int, enc: EncodeConfig) -> Ou
     if kind != info.kind:
         raise OutputError(f"{out}: the input is {'an' if info.kind == 'image' else 'a'} "
                           f"{info.kind}, so the output must be one too")
-    width, height = info.width * scale, info.height * scale
+    width, height = size if size is not None else (info.width * scale, info.height * scale)
     if kind == "image":
         return OutputPlan(out, kind, width, height, image_format=IMAGE_FORMATS[out.suffix.lower()])
     muxer, default_codec, audio_ok, audio_fallback, subs_ok = _CONTAINERS[out.suffix.lower()]

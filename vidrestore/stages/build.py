@@ -18,6 +18,7 @@ from ..models.arch.parsenet import load_parsenet
 from . import Stage
 from .detect import FaceDetector
 from .face import FaceModels, FaceStage
+from .preprocess import Preprocessor
 from .restore import FaceRestorer, PassthroughRestorer
 from .upscale import BackgroundUpscaler, PlainResize
 
@@ -32,8 +33,11 @@ class BuiltStages:
 
 
 def build_stages(cfg: RunConfig, device: torch.device, store: ModelStore) -> BuiltStages:
-    """Background first: the face stage pastes its faces onto the upscaled frames."""
+    """Pre-processing (when on) first, so every later stage sees the cleaned frames; then
+    the background, since the face stage pastes its faces onto the upscaled frames."""
     built = BuiltStages(stages=[])
+    if cfg.preprocess.enabled:
+        built.stages.append(Preprocessor(cfg.preprocess, device))
     _add_background_stage(cfg, device, store, built)
     _add_face_stage(cfg, device, store, built)
     return built
