@@ -27,7 +27,7 @@ import torch
 from .batch import FrameBatch
 from .errors import Cancelled
 from .frames import Frame, OutputFrame
-from .io.decode import SidePacket, read_frames
+from .io.decode import HardwareDecode, SidePacket, read_frames
 from .io.encode import open_writer
 from .io.plan import OutputPlan
 from .io.probe import MediaInfo
@@ -47,6 +47,7 @@ class RunStats:
     frames_in: int = 0
     frames_out: int = 0
     failed_frames: int = 0
+    decoder: str | None = None  # "software" or "cuda" (hardware decoding)
     stage_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -56,10 +57,11 @@ class Pipeline:
 
     def __init__(self, info: MediaInfo, plan: OutputPlan, stages: Sequence[Stage],
                  device: torch.device, *, batch_size: int, queue_frames: int, encode_config,
-                 progress: Progress | None = None) -> None:
+                 hwdecode: str = "none", progress: Progress | None = None) -> None:
         self.info, self.plan, self.stages, self.device = info, plan, list(stages), device
         self.batch_size = batch_size
         self.encode_config = encode_config
+        self.hwaccel = HardwareDecode(hwdecode, device.index or 0)
         self.progress = progress
         self.stats = RunStats()
         self._frames: queue.Queue = queue.Queue(maxsize=max(queue_frames, batch_size))
@@ -106,7 +108,8 @@ class Pipeline:
 
     def _decode(self) -> None:
         try:
-            frames = read_frames(self.info, self._side.put, self.plan.reencode_indices)
+            frames = read_frames(self.info, self._side.put, self.plan.reencode_indices,
+                                 self.hwaccel, on_decoder=self._note_decoder)
             started = time.perf_counter()
             for frame in frames:
                 frame.timings_ms["decode"] = (time.perf_counter() - started) * 1000
@@ -114,6 +117,9 @@ class Pipeline:
                 started = time.perf_counter()
         finally:
             self._put(self._frames, _END, force=True)
+
+    def _note_decoder(self, name: str) -> None:
+        self.stats.decoder = name
 
     def _work(self) -> None:
         try:
