@@ -338,10 +338,11 @@ def main() -> None:
 
     from tests.official_weights import write_weights
 
+    info = run_info()  # the checkout as the measurement starts
     args.work.mkdir(parents=True, exist_ok=True)
     args.weights = write_weights(args.work / "weights")
     configs = {name: measure_config(name, args, args.work) for name in names}
-    result = {**run_info(), **device_info(args.device), "label": args.label,
+    result = {**info, **device_info(args.device), "label": args.label,
               "settings": {k: v for k, v in vars(args).items()
                            if k not in ("child", "json", "work", "weights", "peer_python",
                                         "media")},
