@@ -270,12 +270,15 @@ def merge_files(paths: list[Path]) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["| configuration | fps | device ms/frame | background | faces | peak GPU MB "
-             "(short / long) | peer fps | x peer |", "|" + " --- |" * 8]
+    gpu = result["device"] != "CPU only"
+    lines = [f"| configuration | fps | device ms/frame | background | faces | peak "
+             f"{'GPU' if gpu else 'resident'} MB (short / long) | peer fps | x peer |",
+             "|" + " --- |" * 8]
     for name, figures in result["configs"].items():
         short, long = figures["ours"]["short"], figures["ours"].get("long", {})
         stages = short["ms_per_frame"]
-        memory = "/".join(str(r.get("peak_gpu_memory_mb")) for r in (short, long) if r)
+        key = "peak_gpu_memory_mb" if gpu else "peak_rss_mb"
+        memory = " / ".join(str(r.get(key)) for r in (short, long) if r)
         peer = figures.get("peer", {})
         lines.append(f"| {name} | {short['fps']} | {stages['device']} | "
                      f"{stages.get('background')} | {stages.get('faces')} | {memory} | "
