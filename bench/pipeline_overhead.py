@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.run_info import run_info  # noqa: E402
 
 
 def decode_encode_only(src: Path, dst: Path) -> dict:
@@ -119,12 +118,11 @@ def main() -> None:
         longer = [_run_child("pipeline", long, work) for _ in range(2)]
     wall_overhead = [b["fps"] / p["fps"] - 1 for b, p in zip(base, pipe)]
     cpu_overhead = [p["cpu_ms_per_frame"] / b["cpu_ms_per_frame"] - 1 for b, p in zip(base, pipe)]
+    info = run_info()
     result = {
-        "date": date.today().isoformat(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                 capture_output=True, text=True).stdout.strip(),
-        "machine": f"{platform.processor() or platform.machine()}, "
-                   f"{os.cpu_count()} cores, CPU only",
+        "date": info["date"],
+        "commit": info["commit"],
+        "machine": info["machine"] + ", CPU only",
         "clip": f"1280x720 libx264, {args.frames} and {4 * args.frames} frames, aac audio",
         "settings": "--bg-model none --face-model none --scale 1 --device cpu, x264 crf 18 "
                     f"medium; {args.repeats} interleaved pairs, each run in its own process",

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import SCALES, load_config, preset_path
+from .config import HWDECODE, SCALES, load_config, preset_path
 from .errors import ConfigError, VidrestoreError
 
 log = logging.getLogger("vidrestore")
@@ -90,6 +90,12 @@ def _model_options(func):
                                         "realesr-animevideov3, or none (plain resize)."),
         click.option("--tile", type=click.IntRange(min=0),
                      help="Background tile size in input pixels (0: automatic)."),
+        click.option("--compile", "compile_models", is_flag=True, default=None,
+                     help="torch.compile the face restorer and the background model (the "
+                          "first batch of each shape compiles; pays off on long videos)."),
+        click.option("--hwdecode", type=click.Choice(HWDECODE),
+                     help="Decode video on the GPU: auto (fall back to software), cuda, or "
+                          "none (default)."),
         click.option("--models-dir", type=click.Path(file_okay=False),
                      help="Where model weights are cached (default: $VIDRESTORE_HOME or the "
                           "user cache)."),
@@ -222,13 +228,16 @@ def webcam(source: str, no_window: bool, record_path: Path | None, max_frames: i
 
 def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
     download = None if flags.get("no_download") is None else not flags["no_download"]
+    compile_mode = "default" if flags.get("compile_models") else None
     return {
         "device": flags.get("device"),
         "batch_size": flags.get("batch_size"),
-        "background": {"model": flags.get("bg_model"), "tile": flags.get("tile")},
+        "background": {"model": flags.get("bg_model"), "tile": flags.get("tile"),
+                       "compile": compile_mode},
         "face": {"model": flags.get("face_model"), "fidelity": flags.get("fidelity"),
                  "identity_guard": flags.get("identity_guard"),
-                 "identity_encoder": flags.get("identity_encoder")},
+                 "identity_encoder": flags.get("identity_encoder"), "compile": compile_mode},
+        "decode": {"hwaccel": flags.get("hwdecode")},
         "models": {"dir": flags.get("models_dir"), "download": download,
                    "strict": flags.get("strict_models")},
         "preprocess": {step: {"enabled": flags.get(step)}

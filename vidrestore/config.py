@@ -21,6 +21,15 @@ import yaml
 from .errors import ConfigError
 
 SCALES = (1, 2, 4)
+# torch.compile modes (see vidrestore.stages.compiled); "off" runs the networks eagerly.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune",
+                 "max-autotune-no-cudagraphs")
+HWDECODE = ("none", "auto", "cuda")
+
+
+def _check_compile(value: str, path: str) -> None:
+    if value not in COMPILE_MODES:
+        raise ConfigError(f"{path}: {value!r} is not one of {list(COMPILE_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,10 @@ class BackgroundConfig:
     tile: int = 0  # 0: automatic (whole frame on CUDA with out-of-memory fallback, 512 on CPU)
     tile_pad: int = 16
     half: bool = True
+    compile: str = "off"  # torch.compile mode for the upscaler, one of COMPILE_MODES
+
+    def __post_init__(self) -> None:
+        _check_compile(self.compile, "background.compile")
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,7 @@ class FaceConfig:
         whose exposure flickers, but lag behind real changes of the face (a mouth opening):
         at 4, an unchanged face on talk_real_1 came back at 38 dB instead of 53.
     track: association, smoothing and skip settings of the face tracker.
+    compile: torch.compile mode for the restorer (one of COMPILE_MODES; "off": eager).
     """
 
     model: str = "gfpgan-1.3"
@@ -144,8 +158,10 @@ class FaceConfig:
     identity_guard: bool = False
     colour_history: float = 1.0
     track: TrackConfig = field(default_factory=TrackConfig)
+    compile: str = "off"
 
     def __post_init__(self) -> None:
+        _check_compile(self.compile, "face.compile")
         if not 0.0 <= self.fidelity <= 1.0:
             raise ConfigError(f"face.fidelity: {self.fidelity} must be within [0, 1]")
         if self.detector_size < 32:
@@ -249,11 +265,25 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class DecodeConfig:
+    """hwaccel: "none" decodes in software; "cuda" decodes on the GPU through FFmpeg's
+    NVDEC support (an error where there is none); "auto" tries it and falls back to
+    software with one log line."""
+
+    hwaccel: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.hwaccel not in HWDECODE:
+            raise ConfigError(f"decode.hwaccel: {self.hwaccel!r} is not one of {list(HWDECODE)}")
+
+
+@dataclass(frozen=True)
 class EncodeConfig:
     codec: str = "auto"
     crf: int = 18
     preset: str = "medium"
     pix_fmt: str = "auto"
+    threads: int = 0  # encoder threads; 0: the encoder's own choice (x264: 1.5 per core)
 
 
 @dataclass(frozen=True)
@@ -272,6 +302,7 @@ class RunConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     face: FaceConfig = field(default_factory=FaceConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
 
@@ -284,6 +315,8 @@ class RunConfig:
             raise ConfigError(f"queue_frames: {self.queue_frames} must be at least 1")
         if not 0 <= self.encode.crf <= 63:
             raise ConfigError(f"encode.crf: {self.encode.crf} must be within 0..63")
+        if self.encode.threads < 0:
+            raise ConfigError(f"encode.threads: {self.encode.threads} must not be negative")
         if self.background.tile and self.background.tile < 32:
             raise ConfigError(f"background.tile: {self.background.tile} must be 0 or >= 32")
 

@@ -24,7 +24,7 @@ import torch
 
 from .errors import Cancelled
 from .frames import Frame
-from .io.decode import SidePacket, read_frames
+from .io.decode import HardwareDecode, SidePacket, read_frames
 from .io.encode import open_writer
 from .io.plan import OutputPlan
 from .io.probe import MediaInfo
@@ -44,10 +44,11 @@ class Pipeline:
 
     def __init__(self, info: MediaInfo, plan: OutputPlan, stages: Sequence[Stage],
                  device: torch.device, *, batch_size: int, queue_frames: int, encode_config,
-                 progress: Progress | None = None) -> None:
+                 hwdecode: str = "none", progress: Progress | None = None) -> None:
         self.info, self.plan, self.stages, self.device = info, plan, list(stages), device
         self.batch_size = batch_size
         self.encode_config = encode_config
+        self.hwaccel = HardwareDecode(hwdecode, device.index or 0)
         self.progress = progress
         self.stats = RunStats()
         self._runner = StageRunner(stages, device, plan.width // info.width, self.stats)
@@ -94,7 +95,8 @@ class Pipeline:
 
     def _decode(self) -> None:
         try:
-            frames = read_frames(self.info, self._side.put, self.plan.reencode_indices)
+            frames = read_frames(self.info, self._side.put, self.plan.reencode_indices,
+                                 self.hwaccel, on_decoder=self._note_decoder)
             started = time.perf_counter()
             for frame in frames:
                 frame.timings_ms["decode"] = (time.perf_counter() - started) * 1000
@@ -102,6 +104,9 @@ class Pipeline:
                 started = time.perf_counter()
         finally:
             self._put(self._frames, _END, force=True)
+
+    def _note_decoder(self, name: str) -> None:
+        self.stats.decoder = name
 
     def _work(self) -> None:
         try:

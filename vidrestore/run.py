@@ -29,11 +29,13 @@ def default_log_path(output: Path) -> Path:
 
 def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str],
             cfg: RunConfig, *, log_path: str | os.PathLike[str] | None = None,
-            overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+            overwrite: bool = False, progress: Progress | None = None,
+            store: ModelStore | None = None) -> dict[str, Any]:
     """Restore `input_path` into `output_path`; return the run's summary.
 
     OUT and its log appear only when the whole run has succeeded: both are written to
     partial files beside them and renamed at the end; any failure removes the partials.
+    `store` finds the model files (default: the store `cfg.models` describes).
     """
     started = time.perf_counter()
     src, dst = Path(input_path), Path(output_path)
@@ -43,7 +45,7 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
     log_final = Path(log_path) if log_path else default_log_path(dst)
     check_destination(src, log_final, overwrite)
     device = resolve_device(cfg.device)
-    built = build_stages(cfg, device, ModelStore(cfg.models))
+    built = build_stages(cfg, device, store or ModelStore(cfg.models))
     for warning in plan.warnings + built.warnings:
         log.warning("%s", warning)
 
@@ -53,7 +55,7 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
     try:
         pipeline = Pipeline(info, plan, built.stages, device, batch_size=cfg.batch_size,
                             queue_frames=cfg.queue_frames, encode_config=cfg.encode,
-                            progress=progress)
+                            hwdecode=cfg.decode.hwaccel, progress=progress)
         stats = pipeline.run(partial, runlog)
         wall_s = time.perf_counter() - started
         summary = {
@@ -64,6 +66,7 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
             "device": str(device), "scale": cfg.scale, "batch_size": cfg.batch_size,
             "size_in": [info.width, info.height], "size_out": [plan.width, plan.height],
             "codec": plan.codec or plan.image_format, "pix_fmt": plan.pix_fmt or None,
+            "decoder": stats.decoder,
             "models": built.models,
             "mean_ms_per_frame": {k: round(v / max(stats.frames_out, 1), 3)
                                   for k, v in stats.stage_ms.items()},

@@ -34,6 +34,7 @@ class RunStats:
     frames_in: int = 0
     frames_out: int = 0
     failed_frames: int = 0
+    decoder: str | None = None  # "software" or "cuda" (hardware decoding); file runs only
     stage_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

@@ -14,12 +14,11 @@ Faces counted by eye in ../shared/media (frontal or near-frontal, clearly a face
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import MEDIA  # ../shared/media, or VIDRESTORE_TEST_MEDIA
 from vidrestore.errors import ModelError
 from vidrestore.models.arch.retinaface import (
     RetinaFace,
@@ -35,7 +34,6 @@ from vidrestore.models.bundled_faces import (
 )
 from vidrestore.stages.detect import Detections, FaceDetector
 
-MEDIA = Path(__file__).resolve().parents[3] / "shared" / "media"
 needs_media = pytest.mark.skipif(not MEDIA.is_dir(), reason=f"test media not found at {MEDIA}")
 
 EXPECTED_FACES = {

@@ -3,6 +3,11 @@
 Runs in the decoder thread, which owns its own container. A packet that fails to decode
 does not cost a frame: its timestamp is filled with a copy of the previous frame, so the
 output keeps the input's frame count and timing, and the frame's log record says so.
+
+Hardware decoding (`hwaccel` "cuda" or "auto") goes through PyAV's `HWAccel`: FFmpeg decodes
+on the GPU and copies each frame back to host memory, where it is converted to RGB as a
+software frame would be. FFmpeg itself falls back to software for a stream its GPU decoder
+cannot take; "auto" also falls back when no GPU decoder can be opened at all.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import InputError
+from ..errors import DeviceError, InputError
 from ..frames import Frame
 from .probe import MediaInfo
 
@@ -34,20 +39,31 @@ class SidePacket:
 
 
 SideSink = Callable[[SidePacket], None]
+DecoderSink = Callable[[str], None]  # told which decoder runs: "software" or "cuda"
+
+
+@dataclass(frozen=True)
+class HardwareDecode:
+    """kind: "none", "auto" or "cuda" (see `DecodeConfig`); device_index: the CUDA device."""
+
+    kind: str = "none"
+    device_index: int = 0
 
 
 def read_frames(
-    info: MediaInfo, on_side: SideSink | None = None, reencode: frozenset[int] = frozenset()
+    info: MediaInfo, on_side: SideSink | None = None, reencode: frozenset[int] = frozenset(),
+    hwaccel: HardwareDecode = HardwareDecode(), on_decoder: DecoderSink | None = None,
 ) -> Iterator[Frame]:
     """Yield every frame of `info.path`; hand side-stream data to `on_side`.
 
     `reencode` holds the indices of side streams whose packets must be decoded to audio
-    frames (the output container does not take their codec).
+    frames (the output container does not take their codec). `on_decoder` hears once which
+    decoder the video goes through.
     """
     if info.kind == "image":
         yield read_image(info)
         return
-    yield from _read_video(info, on_side, reencode)
+    yield from _read_video(info, on_side, reencode, hwaccel, on_decoder or (lambda _: None))
 
 
 def read_image(info: MediaInfo) -> Frame:
@@ -75,13 +91,17 @@ def _to_rgb8(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.array(img.convert("RGB")), None  # a writable copy: torch refuses read-only
 
 
-def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[int]):
-    try:
-        container = av.open(str(info.path), metadata_errors="replace")
-    except av.FFmpegError as exc:
-        raise InputError(f"{info.path}: not a readable video ({exc})") from exc
+def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[int],
+                hwaccel: HardwareDecode, on_decoder: DecoderSink):
+    container = _open_with_hwaccel(info, hwaccel) if hwaccel.kind != "none" else None
+    if container is None:
+        try:
+            container = av.open(str(info.path), metadata_errors="replace")
+        except av.FFmpegError as exc:
+            raise InputError(f"{info.path}: not a readable video ({exc})") from exc
     with container:
         video = container.streams.video[0]
+        on_decoder("cuda" if video.codec_context.is_hwaccel else "software")
         video.thread_type = "AUTO"  # frame + slice threads in the decoder
         wanted = [video]
         if on_side is not None:
@@ -102,6 +122,22 @@ def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[i
         yield from repair.finish()  # demux ended with a flush packet, so nothing is held
         if repair.count == 0:
             raise InputError(f"{info.path}: video stream has zero decodable frames")
+
+
+def _open_with_hwaccel(info: MediaInfo, hwaccel: HardwareDecode):
+    """The input container opened for GPU decoding; None ("auto") when no GPU decoder can
+    be opened (no GPU, or an FFmpeg without NVDEC)."""
+    from av.codec.hwaccel import HWAccel
+
+    try:
+        accel = HWAccel("cuda", device=str(hwaccel.device_index), allow_software_fallback=True)
+        return av.open(str(info.path), metadata_errors="replace", hwaccel=accel)
+    except (av.FFmpegError, NotImplementedError, RuntimeError) as exc:
+        if hwaccel.kind == "cuda":
+            raise DeviceError(f"{info.path}: cannot decode on the GPU ({exc}); use --hwdecode "
+                              "auto (falls back to software) or none") from exc
+        log.warning("hardware decoding is not available here (%s); decoding in software", exc)
+        return None
 
 
 def _pass_side(packet: av.Packet, on_side: SideSink | None, reencode: frozenset[int]) -> None:

@@ -51,9 +51,10 @@ def _add_background_stage(cfg: RunConfig, device, store: ModelStore, built: Buil
         return
     resolved = _resolve(store, bg.model, "background_upscaler")
     model = load_image_model(resolved, device)
-    built.stages.append(BackgroundUpscaler(model, device, tile=bg.tile, tile_pad=bg.tile_pad,
-                                           half=bg.half))
-    built.models["background"] = resolved.describe()
+    stage = BackgroundUpscaler(model, device, tile=bg.tile, tile_pad=bg.tile_pad,
+                               half=bg.half, compile=bg.compile)
+    built.stages.append(stage)
+    built.models["background"] = {**resolved.describe(), **_run_settings(stage)}
     if resolved.is_fallback:
         built.warnings.append(f"background model {bg.model} is not available; using "
                               f"{resolved.spec.name} ({resolved.source}) in its place")
@@ -86,9 +87,15 @@ def _face_restorer(face: FaceConfig, device, store: ModelStore, built: BuiltStag
         return PassthroughRestorer()
     resolved = _resolve(store, face.model, "face_restorer")
     restorer = FaceRestorer(load_image_model(resolved, device), device, half=face.half,
-                            fidelity=face.fidelity)
-    built.models["face"] = resolved.describe()
+                            fidelity=face.fidelity, compile=face.compile)
+    built.models["face"] = {**resolved.describe(), **_run_settings(restorer)}
     return restorer
+
+
+def _run_settings(runner: BackgroundUpscaler | FaceRestorer) -> dict[str, Any]:
+    """How a network runs, for the summary: its float type, memory order, compile mode."""
+    return {"dtype": str(runner.dtype).removeprefix("torch."),
+            "channels_last": runner.channels_last, "compile": runner.compiled.mode}
 
 
 def _face_detector(face: FaceConfig, device, store: ModelStore,

@@ -29,6 +29,7 @@ from spandrel import ImageModelDescriptor
 from spandrel.architectures.GFPGAN import GFPGAN
 
 from ..errors import ModelError
+from .compiled import CompiledNet
 from .precision import pick_dtype
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,18 @@ class FaceRestorer:
     """Restores aligned face crops with a spandrel face model (GFPGAN, RestoreFormer).
 
     Runs bf16 on CUDA when the model supports it (GFPGAN: bf16 yes, fp16 no), else fp16 when
-    supported, else float32; float32 on the CPU or with `half=False`. The output is
+    supported, else float32; float32 on the CPU or with `half=False`. `dtype` overrides that
+    choice (bf16 on a CPU, to check the reduced-precision path there). The output is
     `fidelity * restored + (1 - fidelity) * input`: 1 is fully restored, 0 the input face.
+
+    With `compile` other than "off" the network is compiled for fixed shapes, and each chunk
+    of faces is padded with blank faces to a power of two (at most `max_batch`), so a few
+    compiled shapes serve any number of faces.
     """
 
     def __init__(self, model: ImageModelDescriptor, device: torch.device, *, half: bool = True,
-                 fidelity: float = 1.0, max_batch: int = 16) -> None:
+                 fidelity: float = 1.0, max_batch: int = 16, compile: str = "off",
+                 dtype: torch.dtype | None = None) -> None:
         if not 0.0 <= fidelity <= 1.0:
             raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
         if max_batch < 1:
@@ -57,7 +64,7 @@ class FaceRestorer:
                              f"{model.input_channels}->{model.output_channels} channels; a face "
                              "restorer must be x1 RGB->RGB (GFPGAN, RestoreFormer++)")
         self.device = device
-        self.dtype = pick_dtype(model, device, half)
+        self.dtype = dtype or pick_dtype(model, device, half)
         self.fidelity = fidelity
         self.max_batch = max_batch
         self.is_gfpgan = isinstance(model.model, GFPGAN)
@@ -68,6 +75,7 @@ class FaceRestorer:
         if self.channels_last:
             self.model.model.to(memory_format=torch.channels_last)
         self._forward: ForwardFn = _gfpgan_forward if self.is_gfpgan else _descriptor_forward
+        self.compiled = CompiledNet(self.model.model, compile, device)
 
     def __call__(self, faces: torch.Tensor) -> torch.Tensor:
         """Restore K faces.
@@ -111,9 +119,13 @@ class FaceRestorer:
         out = torch.empty_like(faces)
         for start in range(0, faces.shape[0], self.max_batch):
             chunk = faces[start:start + self.max_batch].to(self.dtype)
+            count = chunk.shape[0]
+            if self.compiled.enabled:
+                chunk = _pad_batch(chunk, _bucket(count, self.max_batch))
             if self.channels_last:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
-            out[start:start + self.max_batch] = self._forward(self.model, chunk).float()
+            self.compiled.step()
+            out[start:start + count] = self._forward(self.model, chunk)[:count].float()
         log.debug("restored %d faces in chunks of %d (%s)", faces.shape[0], self.max_batch,
                   self.dtype)
         return out
@@ -129,6 +141,19 @@ class PassthroughRestorer:
         if faces.ndim != 4 or faces.shape[1] != 3:
             raise ValueError(f"faces must be (K, 3, S, S), got {tuple(faces.shape)}")
         return faces
+
+
+def _bucket(count: int, limit: int) -> int:
+    """The smallest power of two >= count, capped at `limit` (count <= limit)."""
+    return min(1 << (count - 1).bit_length(), limit)
+
+
+def _pad_batch(chunk: torch.Tensor, size: int) -> torch.Tensor:
+    """`chunk` with blank (zero) faces appended up to `size`; faces do not affect each other."""
+    if chunk.shape[0] == size:
+        return chunk
+    blank = chunk.new_zeros((size - chunk.shape[0], *chunk.shape[1:]))
+    return torch.cat([chunk, blank])
 
 
 def _gfpgan_forward(model: ImageModelDescriptor, faces: torch.Tensor) -> torch.Tensor:

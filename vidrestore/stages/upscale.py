@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from spandrel import ImageModelDescriptor
 
 from ..batch import FrameBatch
+from .compiled import CompiledNet
 from .precision import pick_dtype
 
 log = logging.getLogger(__name__)
@@ -45,15 +46,24 @@ class BackgroundUpscaler:
     `tile_pad` input pixels of context that are cropped away, so seams do not show.
     `tile=0` runs whole frames on CUDA (halving the tile on out-of-memory) and
     `CPU_TILE`-pixel tiles on the CPU.
+
+    `channels_last` (default: on CUDA) keeps weights and activations in NHWC memory order,
+    which cuDNN's tensor-core convolutions use without transposing; the frames arrive in
+    that order already (see `HostTransfer.upload`). `compile` is a torch.compile mode.
     """
 
     name = "background"
 
     def __init__(self, model: ImageModelDescriptor, device: torch.device, *, tile: int = 0,
-                 tile_pad: int = 16, half: bool = True) -> None:
+                 tile_pad: int = 16, half: bool = True, channels_last: bool | None = None,
+                 compile: str = "off") -> None:
         self.device = device
         self.dtype = pick_dtype(model, device, half)
         self.model = model.to(device).to(self.dtype).eval()
+        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
+        if self.channels_last:
+            self.model.model.to(memory_format=torch.channels_last)
+        self.compiled = CompiledNet(self.model.model, compile, device)
         self.model_scale = model.scale
         self.tile = tile or (0 if device.type == "cuda" else CPU_TILE)
         self.tile_pad = tile_pad
@@ -99,4 +109,9 @@ class BackgroundUpscaler:
         return out
 
     def _infer(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.model(frames.to(self.dtype)).float()
+        frames = frames.to(self.dtype)
+        if self.channels_last:
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        self.compiled.step()
+        out = self.model(frames)
+        return out.float() if out.dtype != torch.float32 else self.compiled.keep(out)
