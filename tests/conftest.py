@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -12,7 +13,8 @@ import torch
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
-MEDIA = ROOT.parent / "shared" / "media"
+# beside the checkout in CI; VIDRESTORE_TEST_MEDIA points elsewhere (a git worktree, say)
+MEDIA = Path(os.environ.get("VIDRESTORE_TEST_MEDIA", ROOT.parent / "shared" / "media"))
 sys.path.insert(0, str(ROOT))  # so tests can `from tests.media import ...`
 
 # The cheapest settings that still run the whole machinery.
