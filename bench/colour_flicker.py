@@ -9,6 +9,8 @@ stretch of that clip with the least (most) motion, re-encoded near-losslessly as
 Runs: the real pipeline (`vidrestore.run.restore`), --bg-model none (bicubic) --scale 2, x264
 CRF 18, identity scoring off, no ParseNet (its weights are not here: the colour statistics
 use the template face ellipse), with face.colour_strength 1 (colour stage on) and 0 (off):
+  none         --face-model none: no face path, the bicubic upscale and the encoder alone
+               (one run; measured over the passthrough run's landmarks);
   passthrough  the face path with faces unchanged;
   gfpgan       GFPGAN v1.3's network with RANDOM weights in the official file layout (the
                real weights cannot be downloaded on the machine this ran on): it paints
@@ -67,7 +69,7 @@ CLIPS = ("talk_real_1", "talk_real_2", "talk_real_3", "face_synthetic_128")
 SCALE = 2
 JITTER_GAIN = 0.08  # +- per channel, per face and call
 JITTER_OFFSET = 0.03  # +- per channel, in [0, 1] units
-RESTORERS = ("passthrough", "gfpgan", "jitter")
+RESTORERS = ("passthrough", "none", "gfpgan", "jitter")
 NOTE = ("GFPGAN runs use GFPGANv1Clean with random weights saved in the official file layout: "
         "the real GFPGANv1.3.pth could not be downloaded on this machine. Its output is noise "
         "shaped by the network, so those rows show the colour stage at work on an output far "
@@ -148,7 +150,7 @@ def run_pipeline(src: Path, dst: Path, face_model: str, colour: bool, models: Pa
     return restore(src, dst, load_config("default", flags=flags), overwrite=True)
 
 
-def main_track_landmarks(log: Path) -> list[np.ndarray | None]:
+def main_track_landmarks(log: Path) -> list[np.ndarray | None] | None:
     """Per output frame, the smoothed (5, 2) landmarks of the most frequent restored track,
     in input pixels, or None."""
     records = [json.loads(line) for line in log.read_text().splitlines()][:-1]
@@ -157,7 +159,9 @@ def main_track_landmarks(log: Path) -> list[np.ndarray | None]:
         for face in record["faces"]:
             if face["skipped"] is None:
                 counts[face["track"]] = counts.get(face["track"], 0) + 1
-    track = max(counts, key=counts.get) if counts else None
+    if not counts:
+        return None
+    track = max(counts, key=counts.get)
     out = []
     for record in records:
         faces = [f for f in record["faces"] if f["track"] == track and f["skipped"] is None]
@@ -165,12 +169,14 @@ def main_track_landmarks(log: Path) -> list[np.ndarray | None]:
     return out
 
 
-def measure(src_frames: list[np.ndarray], out_path: Path, log: Path) -> dict:
+def measure(src_frames: list[np.ndarray], out_path: Path,
+            landmarks: list[np.ndarray | None]) -> dict:
+    """Flicker of input and output over the inner face from `landmarks` (input pixels)."""
     outputs = decode(out_path)
     height, width = outputs[0].shape[:2]
     upscaled = [cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC)
                 for f in src_frames]
-    marks = [None if m is None else m * SCALE for m in main_track_landmarks(log)]
+    marks = [None if m is None else m * SCALE for m in landmarks]
     colour_in = face_colours(upscaled, marks)
     colour_out = face_colours(outputs, marks)
     error = np.linalg.norm(colour_out - colour_in, axis=1)
@@ -219,17 +225,25 @@ def main() -> None:
             chosen[kind] = {"clip": name, "start_frame": start, "frames": args.frames,
                             "speed_eyes_per_s_mean": round(float(
                                 np.nanmean(speed[start + 1:start + args.frames])), 3)}
+            landmarks = None  # from the first run with a face path: the same in every run
             for restorer in args.restorers:
-                for colour in (True, False):
+                for colour in (True,) if restorer == "none" else (True, False):
                     out = work / f"{kind}_{restorer}_{colour}.mp4"
-                    model = str(gfpgan) if restorer == "gfpgan" else "passthrough"
+                    model = {"gfpgan": str(gfpgan), "none": "none"}.get(restorer,
+                                                                        "passthrough")
                     started = time.perf_counter()
                     with jittering_passthrough() if restorer == "jitter" else \
                             contextlib.nullcontext():
                         run_pipeline(src, out, model, colour, work / "models")
+                    landmarks = landmarks or main_track_landmarks(out.with_name(
+                        out.name + ".jsonl"))
+                    if landmarks is None:
+                        raise SystemExit(f"{name}: no face was restored; run passthrough "
+                                         "before none")
                     row = {"face": kind, "clip": name, "restorer": restorer,
-                           "colour_stage": "on" if colour else "off",
-                           **measure(src_frames, out, out.with_name(out.name + ".jsonl")),
+                           "colour_stage": ("on" if colour else "off") if restorer != "none"
+                           else "-",
+                           **measure(src_frames, out, landmarks),
                            "wall_s": round(time.perf_counter() - started, 1)}
                     rows.append(row)
                     print_row(row)
