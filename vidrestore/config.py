@@ -143,6 +143,8 @@ class FaceConfig:
         restored face to its own input face exactly. Longer histories also steady an input
         whose exposure flickers, but lag behind real changes of the face (a mouth opening):
         at 4, an unchanged face on talk_real_1 came back at 38 dB instead of 53.
+    colour_strength: 0-1, how much of the colour match is applied; 0 pastes faces in the
+        restorer's own colours (for measuring what the colour stage does).
     track: association, smoothing and skip settings of the face tracker.
     compile: torch.compile mode for the restorer (one of COMPILE_MODES; "off": eager).
     """
@@ -157,6 +159,7 @@ class FaceConfig:
     identity_encoder: str = "auto"
     identity_guard: bool = False
     colour_history: float = 1.0
+    colour_strength: float = 1.0
     track: TrackConfig = field(default_factory=TrackConfig)
     compile: str = "off"
 
@@ -171,6 +174,9 @@ class FaceConfig:
         if self.identity_encoder not in IDENTITY_ENCODERS:
             raise ConfigError(f"face.identity_encoder: {self.identity_encoder!r} is not one of "
                               f"{list(IDENTITY_ENCODERS)}")
+        if not 0.0 <= self.colour_strength <= 1.0:
+            raise ConfigError(f"face.colour_strength: {self.colour_strength} must be within "
+                              "[0, 1]")
         if self.detector not in DETECTORS and not self.detector.endswith((".pth", ".pt")):
             raise ConfigError(f"face.detector: {self.detector!r} is not one of "
                               f"{list(DETECTORS)} or a .pth file")

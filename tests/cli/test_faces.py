@@ -6,6 +6,7 @@ random-initialised GFPGAN in the official file layout runs the real restorer's c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from PIL import Image
 
 from tests.conftest import frame_times
 from tests.media import first_frames, make_clip_of_images
+from tests.model_files import RFPP_SMALL, restoreformer_pp_checkpoint
+from vidrestore import run
+from vidrestore.models import REGISTRY, ModelStore
+from vidrestore.models.registry import build_registry
 
 PASSTHROUGH = ["--face-model", "passthrough", "--bg-model", "none", "--no-download",
                "--quiet"]
@@ -112,6 +117,35 @@ def test_a_gfpgan_weight_file_runs_through_the_cli(cli, media, tmp_path):
         assert {"faces.restore", "faces.identity"} <= set(record["timings_ms"])
     assert summary["faces"]["flagged_frames"] == 3
     assert summary["faces"]["tracks"]["0"]["identity_cosine"] >= 0.91  # the guard's work
+
+
+def test_restoreformer_pp_from_the_model_cache_runs_through_the_cli(cli, media, tmp_path,
+                                                                    monkeypatch, no_identity):
+    """`--face-model restoreformer++` with a random RestoreFormer++ in the release's layout
+    (every key of it, at width 32) placed in the cache under the release's file name. The
+    store checks the release's size, which a random file of other widths cannot have, so
+    the registry entry is given this file's size; the rest is the real path."""
+    (tmp_path / "models").mkdir()  # the cli fixture's VIDRESTORE_HOME
+    weights = restoreformer_pp_checkpoint(tmp_path / "models" / "RestoreFormer++.ckpt",
+                                          **RFPP_SMALL)
+    spec = dataclasses.replace(REGISTRY["restoreformer++"], size_bytes=weights.stat().st_size)
+    registry = build_registry(*(spec if s.name == spec.name else s for s in REGISTRY.values()))
+    monkeypatch.setattr(run, "ModelStore", lambda config: ModelStore(config, registry=registry))
+    clip = make_clip_of_images(tmp_path / "talk2.mp4",
+                               first_frames(media / "video" / "talk_real_1.mp4", 2))
+    out = tmp_path / "out.mp4"
+    result = cli(clip, out, "--face-model", "restoreformer++", "--bg-model", "none",
+                 "--scale", "1", "--no-download", "--quiet", "--config", no_identity)
+    assert result.exit_code == 0, result.output
+    assert frame_times(out) == frame_times(clip)
+    frames, summary = records(tmp_path / "out.mp4.jsonl")
+    face_model = summary["models"]["face"]
+    assert (face_model["name"], face_model["source"]) == ("restoreformer++", "cache")
+    assert face_model["path"] == str(weights)
+    for record in frames:
+        (face,) = record["faces"]
+        assert face["skipped"] is None and "faces.restore" in record["timings_ms"]
+        assert face["psnr"] < 40  # random weights paint another face, colour-matched
 
 
 def test_faces_entering_and_leaving_a_clip(cli, media, tmp_path, no_identity):

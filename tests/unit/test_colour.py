@@ -189,3 +189,20 @@ def test_cuda_matches_cpu(face, mask):
     cpu = ColourConsistency()(tracks, restored, inputs, masks)
     cuda = ColourConsistency()(tracks, restored.cuda(), inputs.cuda(), masks.cuda())
     torch.testing.assert_close(cuda.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+def test_a_restorer_scaling_r_g_and_b_differently_is_undone_pixel_by_pixel(face, mask):
+    """In YCbCr a per-RGB-channel gain is a full 3x3 map: matching means and covariances
+    undoes it over the whole face, so any part of the face (here the cheeks and nose) gets
+    its input colour back, not only the mask's average."""
+    inputs = face * 0.8 + 0.05  # no clipping below
+    gain, offset = torch.tensor([1.08, 0.95, 0.92]), torch.tensor([-0.02, 0.03, 0.01])
+    restored = inputs * gain.view(1, 3, 1, 1) + offset.view(1, 3, 1, 1)
+    out = ColourConsistency(history_frames=1)([0], restored, inputs, mask)
+    inside = mask[0, 0] > 0.5
+    error = (out - inputs)[0][:, inside].abs() * 255
+    assert error.max() < 0.1  # measured 0.006 (8-bit steps); per-channel matching in YCbCr: 6.4
+    cheeks = torch.zeros_like(mask)
+    cheeks[..., SIZE * 5 // 10:SIZE * 7 // 10, SIZE * 4 // 10:SIZE * 6 // 10] = 1
+    region_error = _mean_colour(out, cheeks) - _mean_colour(inputs, cheeks)
+    assert region_error.abs().max() < 0.05

@@ -3,6 +3,9 @@
 Files are read safely: safetensors as plain tensors, .pth/.ckpt through spandrel's
 `ModelLoader`, whose restricted unpickler accepts tensors and ordered dicts only. Any failure
 to read or recognise the file becomes one `ModelError` line, never a raw traceback.
+
+Architectures are detected by spandrel's registry plus the ones vidrestore writes itself for
+files spandrel cannot load (RestoreFormer++, see `arch/restoreformer.py`), checked first.
 """
 
 from __future__ import annotations
@@ -13,9 +16,16 @@ import zipfile
 
 import torch
 from safetensors import SafetensorError
-from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
+from spandrel import (
+    MAIN_REGISTRY,
+    ArchSupport,
+    ImageModelDescriptor,
+    ModelLoader,
+    UnsupportedModelError,
+)
 
 from ..errors import ModelError
+from .arch.restoreformer import RestoreFormerPlusPlusArch
 from .store import ResolvedModel
 
 log = logging.getLogger(__name__)
@@ -28,6 +38,18 @@ IMAGE_ROLES = ("face_restorer", "background_upscaler")
 CPU = torch.device("cpu")
 
 
+def _registry():
+    """spandrel's architectures plus ours; ours are tried before the spandrel ones whose
+    keys they share (a RestoreFormer++ state dict also has every RestoreFormer v1 key)."""
+    registry = MAIN_REGISTRY.copy()  # spandrel's global registry stays as it is
+    registry.add(ArchSupport.from_architecture(RestoreFormerPlusPlusArch(),
+                                               before=("RestoreFormer",)))
+    return registry
+
+
+ARCHITECTURES = _registry()
+
+
 def load_image_model(resolved: ResolvedModel, device: torch.device = CPU
                      ) -> ImageModelDescriptor:
     """The model in `resolved.path`, in eval mode with gradients off, on `device`."""
@@ -35,7 +57,7 @@ def load_image_model(resolved: ResolvedModel, device: torch.device = CPU
     if spec.role not in IMAGE_ROLES:
         raise ModelError(f"{spec.name} is a {spec.role}, not an image model; "
                          f"load_image_model takes roles {list(IMAGE_ROLES)}")
-    loader = ModelLoader(device)
+    loader = ModelLoader(device, registry=ARCHITECTURES)
     try:
         state = loader.load_state_dict_from_file(path)
     except pickle.UnpicklingError as exc:

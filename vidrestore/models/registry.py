@@ -163,8 +163,9 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         sha256=None,  # no published digest found; checked by size only
         size_bytes=294_028_815, filename="RestoreFormer++.ckpt", scale=1,
         supports_half=False, supports_bf16=True,
-        note="PyTorch Lightning checkpoint; model weights under 'state_dict' with a 'vqvae.' "
-             "prefix",
+        note="PyTorch Lightning checkpoint, the network's tensors under 'state_dict' with a "
+             "'vqvae.' prefix; loaded by vidrestore's own RestoreFormer++ module (spandrel "
+             "0.4.2 has RestoreFormer v1 only)",
     ),
     # -- background upscalers -------------------------------------------------------------
     ModelSpec(

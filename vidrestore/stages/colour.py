@@ -2,10 +2,15 @@
 
 A face restorer shifts colour a little differently on every frame (GFPGAN warms or cools skin,
 changes its contrast), and a face pasted with a colour other than its surroundings shows a
-seam. So each restored face is given the colour statistics of its input face: per-channel
-mean and standard deviation inside the face mask, matched in YCbCr. YCbCr is linear in RGB,
-so matching its mean matches the RGB mean exactly; it separates brightness from colour, so
-luma contrast and chroma saturation are matched each on their own axis.
+seam. So each restored face is given the colour statistics of its input face: the mean RGB and
+the 3x3 RGB covariance of its pixels inside the face mask. The map between the two is the
+linear Monge-Kantorovich transfer (Pitie and Kokaram, "The linear Monge-Kantorovitch linear
+colour mapping for example-based colour transfer", CVMP 2007): the symmetric affine colour
+map, the one that moves colours least, that gives the restored face the input's mean and
+covariance. A restorer that scales and shifts R, G and B each by its own amount (a colour
+cast, a contrast change) applies such a map, so it is undone exactly, over the whole face
+and not only on average over the mask; matching each channel's spread on its own (in YCbCr,
+where such a cast mixes the channels) left a cast of a few 8-bit steps in parts of the face.
 
 The target statistics are smoothed per track with an exponential moving average, so that
 frame-to-frame jitter of the input (codec noise, exposure flicker, a mask that moves with the
@@ -22,15 +27,14 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# BT.601 full-range RGB -> YCbCr (the JPEG matrix) without the +0.5 chroma offset, which
-# cancels out of a mean/std transfer.
+# BT.601 full-range RGB -> YCbCr (the JPEG matrix) without the +0.5 chroma offset: the jump
+# test looks at brightness and colour on separate axes.
 _RGB_TO_YCC = torch.tensor([[0.299, 0.587, 0.114],
                             [-0.168736, -0.331264, 0.5],
                             [0.5, -0.418688, -0.081312]], dtype=torch.float64)
-_YCC_TO_RGB = torch.linalg.inv(_RGB_TO_YCC)
 
-MAX_GAIN = 2.0  # caps std ratios: a near-flat restored channel must not amplify its noise
-STD_EPS = 1e-3  # in [0, 1] units, well below one 8-bit step
+MAX_GAIN = 2.0  # caps the map's gain: a near-flat restored face must not amplify its noise
+STD_EPS = 1e-3  # in [0, 1] units, well below one 8-bit step; added to every covariance
 MIN_MASK_WEIGHT = 16.0  # fewer mask pixels than this give no usable statistics
 
 
@@ -55,7 +59,7 @@ class ColourConsistency:
         self.strength = strength
         self.history_frames = history_frames
         self.jump = jump
-        self._targets: dict[int, torch.Tensor] = {}  # track id -> (2, 3) mean; std in YCbCr
+        self._targets: dict[int, torch.Tensor] = {}  # track id -> (12,) mean, covariance
 
     @property
     def tracks(self) -> frozenset[int]:
@@ -87,21 +91,21 @@ class ColourConsistency:
         if not track_ids or self.strength == 0.0:
             return restored.float().clone()
         restored = restored.float()
-        restored_ycc = _to_ycc(restored)
-        stats, mask_weight = _masked_stats(torch.cat([restored_ycc, _to_ycc(inputs.float())]),
+        stats, mask_weight = _masked_stats(torch.cat([restored, inputs.float()]),
                                            weights.repeat(2, 1, 1, 1))
         source, current = stats.chunk(2)
         valid = mask_weight[: len(track_ids)] >= MIN_MASK_WEIGHT
         target = self._smoothed(track_ids, current, valid.tolist())
-        gain = (target[:, 1] / (source[:, 1] + STD_EPS)).clamp(max=MAX_GAIN)
-        matched_ycc = ((restored_ycc - source[:, 0, :, None, None]) * gain[..., None, None]
-                       + target[:, 0, :, None, None])
+        transfer = _monge_kantorovich(_covariance(source), _covariance(target))
+        centred = restored - source[:, :3, None, None]
+        matched = torch.einsum("kij,kjhw->kihw", transfer, centred) + target[:, :3, None, None]
         amount = self.strength * valid.to(restored.dtype)[:, None, None, None]
-        return torch.lerp(restored, _to_rgb(matched_ycc), amount).clamp_(0, 1)
+        return torch.lerp(restored, matched, amount).clamp_(0, 1)
 
     def _smoothed(self, track_ids: Sequence[int], current: torch.Tensor,
                   valid: list[bool]) -> torch.Tensor:
-        """(K, 2, 3) target statistics after each face's moving-average update.
+        """(K, 12) target statistics (mean, flattened covariance) after each face's
+        moving-average update.
 
         Faces are updated in steps: step n holds every track's n-th face in this call, so
         each step is one vectorised update over distinct tracks, in frame order.
@@ -120,8 +124,9 @@ class ColourConsistency:
             ids = [track_ids[i] for i in faces]
             now = current[faces]
             prev = torch.stack([self._targets.get(t, now[j]) for j, t in enumerate(ids)])
-            jumped = (now[:, 0] - prev[:, 0]).abs().amax(dim=1) > self.jump
-            new = torch.where(jumped[:, None, None], now, torch.lerp(prev, now, alpha))
+            moved = (now[:, :3] - prev[:, :3]) @ _RGB_TO_YCC.to(now).T
+            jumped = moved.abs().amax(dim=1) > self.jump
+            new = torch.where(jumped[:, None], now, torch.lerp(prev, now, alpha))
             if log.isEnabledFor(logging.DEBUG) and jumped.any():
                 log.debug("colour jumped on track(s) %s; their averages restart",
                           [t for t, j in zip(ids, jumped.tolist(), strict=True) if j])
@@ -147,19 +152,41 @@ def _check(track_ids: Sequence[int], restored: torch.Tensor, inputs: torch.Tenso
     return masks.float()
 
 
-def _to_ycc(rgb: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,kjhw->kihw", _RGB_TO_YCC.to(rgb), rgb)
-
-
-def _to_rgb(ycc: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,kjhw->kihw", _YCC_TO_RGB.to(ycc), ycc)
-
-
 def _masked_stats(images: torch.Tensor, weights: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted per-channel (mean, std) of (N, C, S, S) images: ((N, 2, C), (N,) weight sum)."""
+    """Weighted mean and covariance of the channels of (N, 3, S, S) images: ((N, 12) packed
+    as 3 means then the 3x3 covariance row by row, (N,) weight sum)."""
     total = weights.sum(dim=(2, 3))  # (N, 1)
     norm = total.clamp_min(1e-6)
     mean = (images * weights).sum(dim=(2, 3)) / norm
-    var = ((images - mean[..., None, None]).square() * weights).sum(dim=(2, 3)) / norm
-    return torch.stack([mean, var.sqrt()], dim=1), total[:, 0]
+    centred = (images - mean[..., None, None]) * weights.sqrt()
+    cov = torch.einsum("nihw,njhw->nij", centred, centred) / norm[..., None]
+    return torch.cat([mean, cov.flatten(1)], dim=1), total[:, 0]
+
+
+def _covariance(stats: torch.Tensor) -> torch.Tensor:
+    """(K, 3, 3) float64 covariances from (K, 12) packed statistics, regularised by
+    STD_EPS^2 on the diagonal (a flat channel still has an invertible covariance)."""
+    cov = stats[:, 3:].double().reshape(-1, 3, 3)
+    return cov + STD_EPS**2 * torch.eye(3, dtype=cov.dtype, device=cov.device)
+
+
+def _monge_kantorovich(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(K, 3, 3) float32 symmetric maps T with T S T = C for source covariances S and target
+    covariances C (the optimal-transport map between Gaussians): S^-1/2 (S^1/2 C S^1/2)^1/2
+    S^-1/2, its gains (eigenvalues) capped at MAX_GAIN."""
+    root, inverse_root = _matrix_power(source), _matrix_power(source, power=-0.5)
+    transfer = inverse_root @ _matrix_power(root @ target @ root) @ inverse_root
+    return _matrix_power(transfer, power=1.0, cap=MAX_GAIN).float()
+
+
+def _matrix_power(matrices: torch.Tensor, power: float = 0.5, cap: float | None = None
+                  ) -> torch.Tensor:
+    """Powers of symmetric positive semi-definite (K, 3, 3) matrices (the square root by
+    default) through their eigendecomposition; eigenvalues clamped at 0 first (and at `cap`
+    after)."""
+    values, vectors = torch.linalg.eigh((matrices + matrices.mT) / 2)
+    values = values.clamp_min(1e-12) ** power
+    if cap is not None:
+        values = values.clamp_max(cap)
+    return vectors @ torch.diag_embed(values) @ vectors.mT

@@ -125,8 +125,8 @@ class FaceStage:
 
     def __init__(self, config: FaceConfig, models: FaceModels, device: torch.device) -> None:
         self.config, self.models, self.device = config, models, device
-        self.state = FaceStreamState(FaceTracker(config.track),
-                                     ColourConsistency(history_frames=config.colour_history))
+        colour = ColourConsistency(config.colour_strength, config.colour_history)
+        self.state = FaceStreamState(FaceTracker(config.track), colour)
         self._colour_mask = template_face_mask(FACE_SIZE, device)
 
     @torch.no_grad()
