@@ -36,12 +36,9 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import av
@@ -55,6 +52,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import landmark_jitter  # noqa: E402  (clip tracking helpers)
 
+from bench.run_info import device_info, run_info  # noqa: E402
 from tests.media import make_clip_of_images  # noqa: E402
 from tests.model_files import gfpgan_checkpoint  # noqa: E402
 from vidrestore.config import load_config  # noqa: E402
@@ -252,8 +250,7 @@ def main() -> None:
     print(NOTE)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        result = {"date": date.today().isoformat(), "commit": _commit(),
-                  "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
+        result = {**run_info(), **device_info("cpu"),
                   "note": NOTE,
                   "settings": {"frames": args.frames, "scale": SCALE, "background": "bicubic",
                                "encode": "libx264 CRF 18 medium", "colour_history": 1,
@@ -273,11 +270,6 @@ def print_row(row: dict) -> None:
           f"  ratio {row['flicker_ratio']:6.2f}"
           f"  colour error {row['colour_error_delta_e']:6.2f}"
           f"  {'met' if row['goal_met'] else 'MISSED'}  ({row['wall_s']} s)", flush=True)
-
-
-def _commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":

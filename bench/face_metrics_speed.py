@@ -14,12 +14,8 @@ the repeats, in ms per face. Results go to bench/results/face_metrics_speed.json
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
-import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +29,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.run_info import run_info, write_json  # noqa: E402
 from tests.model_files import random_alexnet_trunk  # noqa: E402
 from vidrestore.metrics.arcface import ArcFaceEncoder  # noqa: E402
 from vidrestore.metrics.identity import DlibFaceEncoder, LandmarkedFace  # noqa: E402
@@ -113,17 +110,12 @@ def main() -> None:
             wall, cpu = median_ms(lambda call=call, k=k: call(k), args.repeats)
             results["wall_ms"][name][f"{k} a call"] = round(wall / k, 1)
             results["cpu_ms"][name][f"{k} a call"] = round(cpu / k, 1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    record = {"date": datetime.date.today().isoformat(), "commit": commit,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+    record = {**run_info(), "torch_threads": torch.get_num_threads(),
               "load_average_1min": round(os.getloadavg()[0], 2),
               "unit": "ms per face (wall; CPU over all threads), medians of the repeats, "
                       "by faces per call",
               "repeats": args.repeats, "results": results}
-    out = ROOT / "bench" / "results" / "face_metrics_speed.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_json(record, ROOT / "bench" / "results" / "face_metrics_speed.json")
 
 
 if __name__ == "__main__":

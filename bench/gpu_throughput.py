@@ -48,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run_info import run_info  # noqa: E402
+from bench.run_info import device_info, run_info  # noqa: E402
 
 MEDIA = Path(os.environ.get("VIDRESTORE_TEST_MEDIA", ROOT.parent / "shared" / "media"))
 FACE_IMAGES = ("gfpgan_cropped_faces_Adele_crop.png", "gfpgan_whole_imgs_10045.png")
@@ -233,18 +233,6 @@ def measure_config(name: str, args, work: Path) -> dict:
         result["speedup_vs_peer"] = round(runs["short"]["fps"] / peer["fps"], 2)
         print(f"[{name}] peer: {peer['fps']} fps", file=sys.stderr, flush=True)
     return result
-
-
-def device_info(device: str) -> dict:
-    import torch
-
-    info = {"torch": torch.__version__, "cuda": torch.version.cuda}
-    if device != "cpu" and torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update(device=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1))
-    else:
-        info.update(device="CPU only", cuda=None)
-    return info
 
 
 def merge(older: dict, newer: dict) -> dict:

@@ -28,11 +28,8 @@ import dataclasses
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
 sys.path.insert(0, str(ROOT))
 
+from bench.run_info import run_info  # noqa: E402
 from vidrestore.stages.detect import Detections, FaceDetector  # noqa: E402
 from vidrestore.stages.track import FaceTracker, TrackConfig  # noqa: E402
 
@@ -263,13 +261,8 @@ def main() -> None:
 
 
 def _result(rows: dict, config: TrackConfig, input_size: int) -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
     return {
-        "date": date.today().isoformat(),
-        "commit": commit,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   "CPU only",
+        **run_info(),
         "detector": f"RetinaFace MobileNet-0.25 (bundled), input_size {input_size}",
         "filter": {"min_cutoff_hz": config.min_cutoff_hz, "beta": config.beta,
                    "d_cutoff_hz": config.d_cutoff_hz},

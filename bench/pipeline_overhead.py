@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run_info import run_info  # noqa: E402
+from bench.run_info import run_info, write_json  # noqa: E402
 
 
 def decode_encode_only(src: Path, dst: Path) -> dict:
@@ -137,10 +137,7 @@ def main() -> None:
                         "pipeline_short": round(max(p["peak_rss_mb"] for p in pipe)),
                         "pipeline_4x_longer": round(max(p["peak_rss_mb"] for p in longer))},
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.json)
 
 
 if __name__ == "__main__":

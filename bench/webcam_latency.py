@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-from datetime import date
 from fractions import Fraction
 from pathlib import Path
 
@@ -39,6 +37,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.run_info import device_info, run_info, write_json  # noqa: E402
+
 MEDIA = ROOT.parent / "shared" / "media"
 WIDTH, HEIGHT, RATE = 640, 480, 30
 
@@ -157,15 +158,6 @@ def _model_names(models: dict) -> dict:
             for role, info in models.items()}
 
 
-def _machine(device: str) -> str:
-    import torch
-
-    cpu = f"{platform.machine()}, {os.cpu_count()} cores"
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(torch.device(device))}; host {cpu}"
-    return f"{cpu}, CPU only"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -175,7 +167,7 @@ def main() -> None:
     parser.add_argument("--media", type=Path, default=MEDIA, help="the shared media folder")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    import torch
+    info = run_info()  # the checkout as the measurement starts
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -189,10 +181,7 @@ def main() -> None:
                    for name in variants}
         load_after = os.getloadavg()[0]
     result = {
-        "date": date.today().isoformat(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                 capture_output=True, text=True).stdout.strip(),
-        "machine": _machine(args.device), "device": args.device, "torch": torch.__version__,
+        **info, **device_info(args.device),
         "source": f"{WIDTH}x{HEIGHT} {RATE} fps, {args.seconds:g} s, played in real time; "
                   f"{made_from}",
         "settings": "vidrestore webcam --no-window --config live (scale 1, batch 1, "
@@ -202,10 +191,7 @@ def main() -> None:
         "face_model": face_desc,
         "variants": results,
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.json)
 
 
 if __name__ == "__main__":
