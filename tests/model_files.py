@@ -138,20 +138,11 @@ def restoreformer_pp_checkpoint(path: Path, *, seed: int = 0, **sizes) -> Path:
     return path
 
 
-def gfpgan_checkpoint(path: Path, *, seed: int = 0, noise_strength: float = 0.2) -> Path:
-    """A random GFPGANv1Clean saved as {'params_ema': state_dict}, as GFPGANv1.3.pth is.
-
-    Random init leaves the decoder's noise strengths at 0, which would hide the noise: they
-    are set to `noise_strength`.
-    """
-    from spandrel.architectures.GFPGAN import GFPGAN
+def gfpgan_checkpoint(path: Path, *, seed: int = 0) -> Path:
+    """A random GFPGANv1Clean saved as GFPGANv1.3.pth is ({'params_ema': state_dict}), with
+    the decoder's noise strengths set (see `tests.official_weights.gfpgan_v13`)."""
+    from tests.official_weights import gfpgan_v13
 
     torch.manual_seed(seed)
-    net = GFPGAN(out_size=512, channel_multiplier=2, sft_half=True, different_w=True)
-    state = net.state_dict()
-    for key, value in state.items():  # StyleConv.weight: the scale of the injected noise
-        if key.startswith("stylegan_decoder.style_conv") and key.endswith(".weight") \
-                and value.shape == (1,):
-            state[key] = torch.full((1,), noise_strength)
-    torch.save({"params_ema": state}, path)
+    torch.save(gfpgan_v13(), path)
     return path

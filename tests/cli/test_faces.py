@@ -14,12 +14,11 @@ import av
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tests.conftest import frame_times
 from tests.media import first_frames, make_clip_of_images
-from tests.model_files import RFPP_SMALL, restoreformer_pp_checkpoint
+from tests.model_files import RFPP_SMALL, gfpgan_checkpoint, restoreformer_pp_checkpoint
 from vidrestore import run
 from vidrestore.models import REGISTRY, ModelStore
 from vidrestore.models.registry import build_registry
@@ -79,27 +78,11 @@ def test_passthrough_gives_the_input_back_on_every_frame(cli, talk_clip, tmp_pat
     assert frame_times(outputs["passthrough"]) == frame_times(talk_clip)
 
 
-def _random_gfpgan(path: Path) -> Path:
-    """A random GFPGANv1Clean saved as {'params_ema': state_dict}, as GFPGANv1.3.pth is,
-    with the noise strengths set (random init leaves them at 0)."""
-    from spandrel.architectures.GFPGAN import GFPGAN
-
-    torch.manual_seed(0)
-    net = GFPGAN(out_size=512, channel_multiplier=2, sft_half=True, different_w=True)
-    state = net.state_dict()
-    for key, value in state.items():
-        if key.startswith("stylegan_decoder.style_conv") and key.endswith(".weight") \
-                and value.shape == (1,):
-            state[key] = torch.full((1,), 0.2)
-    torch.save({"params_ema": state}, path)
-    return path
-
-
 def test_a_gfpgan_weight_file_runs_through_the_cli(cli, media, tmp_path):
     """GFPGAN at 512 px is seconds a face on a CPU: three frames of a real clip."""
     clip = make_clip_of_images(tmp_path / "talk3.mp4",
                                first_frames(media / "video" / "talk_real_1.mp4", 3))
-    weights = _random_gfpgan(tmp_path / "GFPGANv1.3.pth")
+    weights = gfpgan_checkpoint(tmp_path / "GFPGANv1.3.pth")
     out = tmp_path / "out.mp4"
     result = cli(clip, out, "--face-model", weights, "--bg-model", "none", "--scale", "1",
                  "--no-download", "--quiet", "--fidelity", "0.9", "--identity-guard")

@@ -13,8 +13,8 @@ import pytest
 import torch
 from spandrel import ImageModelDescriptor, ModelLoader
 from spandrel.architectures.Compact import Compact
-from spandrel.architectures.GFPGAN import GFPGAN
 
+from tests.model_files import gfpgan_checkpoint
 from vidrestore.errors import ModelError
 from vidrestore.models import load_image_model
 from vidrestore.models.registry import ModelSpec
@@ -22,21 +22,12 @@ from vidrestore.models.store import ResolvedModel
 from vidrestore.stages.restore import FaceRestorer, PassthroughRestorer
 
 CPU = torch.device("cpu")
-NOISE_STRENGTH = 0.2  # random init leaves noise injection at 0, which would hide the noise
 
 
 @pytest.fixture(scope="module")
 def gfpgan_file(tmp_path_factory) -> ResolvedModel:
     """A random GFPGANv1Clean saved as {'params_ema': state_dict}, as GFPGANv1.3.pth is."""
-    torch.manual_seed(0)
-    net = GFPGAN(out_size=512, channel_multiplier=2, sft_half=True, different_w=True)
-    state = net.state_dict()
-    for key in state:  # StyleConv.weight: the scale of the injected noise
-        if key.startswith("stylegan_decoder.style_conv") and key.endswith(".weight") \
-                and state[key].shape == (1,):
-            state[key] = torch.full((1,), NOISE_STRENGTH)
-    path = tmp_path_factory.mktemp("gfpgan") / "GFPGANv1.3.pth"
-    torch.save({"params_ema": state}, path)
+    path = gfpgan_checkpoint(tmp_path_factory.mktemp("gfpgan") / "GFPGANv1.3.pth")
     data = path.read_bytes()
     spec = ModelSpec(name="gfpgan-1.3", role="face_restorer", arch="gfpgan", format="pth",
                      url="https://example.org/GFPGANv1.3.pth", origin_url="https://example.org",
