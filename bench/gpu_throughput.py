@@ -88,10 +88,9 @@ def run_config_flags(name: str, args) -> dict:
 
 def measure(spec: dict) -> dict:
     """Restore `spec["clip"]` once; the figures of that run."""
-    from vidrestore.memory import quiet_idle_threads, release_large_buffers
+    from vidrestore.memory import settle_process
 
-    quiet_idle_threads()  # as the CLI does, before torch is imported
-    release_large_buffers()
+    settle_process()  # as the CLI does, before torch is imported
     import torch
 
     from tests.official_weights import bench_store

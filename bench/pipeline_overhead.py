@@ -60,10 +60,9 @@ def pipeline(src: Path, dst: Path) -> dict:
 
 
 def _child(mode: str, src: str, dst: str) -> None:
-    from vidrestore.memory import quiet_idle_threads, release_large_buffers
+    from vidrestore.memory import settle_process
 
-    quiet_idle_threads()  # as the CLI does
-    release_large_buffers()
+    settle_process()  # as the CLI does
     import vidrestore.io.encode  # noqa: F401 - imports (torch's most of all) are not
     import vidrestore.run  # noqa: F401 - part of what is measured, for either mode
     before = resource.getrusage(resource.RUSAGE_SELF)

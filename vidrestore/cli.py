@@ -142,10 +142,9 @@ def restore(input_path: Path, output_path: Path, scale, log_path, codec, crf, pr
     _setup_logging(quiet, verbose, debug)
 
     def job() -> dict[str, Any]:
-        from .memory import quiet_idle_threads, release_large_buffers
+        from .memory import settle_process
 
-        quiet_idle_threads()  # before torch is imported
-        release_large_buffers()
+        settle_process()  # before torch is imported
         from .run import restore as run_restore  # heavy imports only when needed
 
         flags = _model_flags(model_flags)
@@ -199,10 +198,9 @@ def webcam(source: str, no_window: bool, record_path: Path | None, max_frames: i
     _setup_logging(quiet, verbose, debug)
 
     def job() -> dict[str, Any]:
-        from .memory import quiet_idle_threads, release_large_buffers
+        from .memory import settle_process
 
-        quiet_idle_threads()  # before torch is imported
-        release_large_buffers()
+        settle_process()  # before torch is imported
         from .io import preview  # noqa: F401 - cv2 before PyAV, or the window hangs
         from .live import LiveOutputs, run_live
 

@@ -36,10 +36,9 @@ def eval_command(ctx: click.Context, reference: Path, restored: Path, json_path:
     """Compare RESTORED against REFERENCE: PSNR, SSIM, LPIPS, identity per face track and
     temporal flicker, with pass/fail against PSNR > 25 dB, SSIM > 0.8, LPIPS < 0.3 and
     identity > 0.4 (ArcFace; dlib's own 0.91)."""
-    from .memory import quiet_idle_threads, release_large_buffers
+    from .memory import settle_process
 
-    quiet_idle_threads()  # before torch is imported, as for a restore
-    release_large_buffers()
+    settle_process()  # before torch is imported, as for a restore
     from .cli import _load  # the one way presets and files are read
     from .device import resolve_device
     from .evaluate import evaluate, open_measures

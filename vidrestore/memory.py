@@ -42,3 +42,9 @@ def quiet_idle_threads() -> None:
     value the user set is kept.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def settle_process() -> None:
+    """Both settings above, for a long run's entry point (before torch is imported)."""
+    quiet_idle_threads()
+    release_large_buffers()
