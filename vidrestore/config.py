@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .failures import FailureLimit
 
 SCALES = (1, 2, 4)
 # torch.compile modes (see vidrestore.stages.compiled); "off" runs the networks eagerly.
@@ -311,8 +312,12 @@ class RunConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    # Failed frames a run accepts before it stops: N, P% or auto (0 for an image, 1% of a
+    # video); see failures.FailureLimit.
+    max_failed_frames: str = "auto"
 
     def __post_init__(self) -> None:
+        FailureLimit.parse(self.max_failed_frames, still_image=False)
         if self.scale not in SCALES:
             raise ConfigError(f"scale: {self.scale!r} is not one of {list(SCALES)}")
         if self.batch_size < 1:

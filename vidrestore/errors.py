@@ -68,6 +68,13 @@ class EncodeError(VidrestoreError):
     exit_code = 5
 
 
+class ProcessingError(VidrestoreError):
+    """Frames fail systematically (the same error batch after batch, or more failed frames
+    than the run accepts): a bug or a broken model, not a bad frame."""
+
+    exit_code = 6
+
+
 class Cancelled(VidrestoreError):
     """The run was interrupted (Ctrl-C); the CLI exits 130 like a shell does."""
 

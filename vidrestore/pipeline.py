@@ -7,7 +7,8 @@
 Queues between the threads are bounded, so memory does not grow with the video's length.
 The worker knows stages only by their interface and runs them through `StageRunner` (shared
 with the live preview), which holds the error policy: a batch that fails is retried frame by
-frame; a frame that still fails is written unprocessed (a plain resize) and logged.
+frame; a frame that still fails is written unprocessed (a plain resize) and logged; failures
+past `failure_limit` stop the run (`ProcessingError`).
 Errors in a thread travel to the main thread and are raised there.
 """
 
@@ -23,6 +24,7 @@ import cv2
 import torch
 
 from .errors import Cancelled
+from .failures import FailureLimit, FailureLog
 from .frames import Frame
 from .io.decode import HardwareDecode, SidePacket, read_frames
 from .io.encode import open_writer
@@ -44,14 +46,18 @@ class Pipeline:
 
     def __init__(self, info: MediaInfo, plan: OutputPlan, stages: Sequence[Stage],
                  device: torch.device, *, batch_size: int, queue_frames: int, encode_config,
-                 hwdecode: str = "none", progress: Progress | None = None) -> None:
+                 hwdecode: str = "none", progress: Progress | None = None,
+                 failures: FailureLog | None = None,
+                 failure_limit: FailureLimit | None = None) -> None:
         self.info, self.plan, self.stages, self.device = info, plan, list(stages), device
         self.batch_size = batch_size
         self.encode_config = encode_config
         self.hwaccel = HardwareDecode(hwdecode, device.index or 0)
         self.progress = progress
-        self.stats = RunStats()
-        self._runner = StageRunner(stages, device, plan.width // info.width, self.stats)
+        self.stats = RunStats(log=failures or FailureLog())
+        self._runner = StageRunner(stages, device, plan.width // info.width, self.stats,
+                                   limit=failure_limit, expected_frames=info.frame_count,
+                                   label=str(info.path))
         self._frames: queue.Queue = queue.Queue(maxsize=max(queue_frames, batch_size))
         self._out: queue.Queue = queue.Queue(maxsize=max(queue_frames, batch_size))
         self._side: queue.SimpleQueue[SidePacket] = queue.SimpleQueue()
@@ -113,6 +119,7 @@ class Pipeline:
             for batch in self._batches():
                 for out in self._runner.process(batch):
                     self._put(self._out, out)
+            self._runner.finish()
         finally:
             self._put(self._out, _END, force=True)
 

@@ -12,6 +12,7 @@ from . import __version__
 from .config import RunConfig
 from .destination import check_destination, partial_path
 from .device import resolve_device
+from .failures import FailureLimit, FailureLog
 from .io.plan import plan_output
 from .io.probe import probe
 from .metrics.summary import FaceSummary
@@ -45,7 +46,9 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
     log_final = Path(log_path) if log_path else default_log_path(dst)
     check_destination(src, log_final, overwrite)
     device = resolve_device(cfg.device)
-    built = build_stages(cfg, device, store or ModelStore(cfg.models))
+    limit = FailureLimit.parse(cfg.max_failed_frames, still_image=info.kind == "image")
+    failures = FailureLog()
+    built = build_stages(cfg, device, store or ModelStore(cfg.models), failures)
     for warning in plan.warnings + built.warnings:
         log.warning("%s", warning)
 
@@ -55,13 +58,16 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
     try:
         pipeline = Pipeline(info, plan, built.stages, device, batch_size=cfg.batch_size,
                             queue_frames=cfg.queue_frames, encode_config=cfg.encode,
-                            hwdecode=cfg.decode.hwaccel, progress=progress)
+                            hwdecode=cfg.decode.hwaccel, progress=progress,
+                            failures=failures, failure_limit=limit)
         stats = pipeline.run(partial, runlog)
         wall_s = time.perf_counter() - started
         summary = {
             "version": __version__, "input": str(src), "output": str(dst),
             "frames_in": stats.frames_in, "frames_out": stats.frames_out,
-            "failed_frames": stats.failed_frames, "wall_s": round(wall_s, 3),
+            "failed_frames": stats.failed_frames,
+            "max_failed_frames": limit.describe(), **failures.summary(),
+            "wall_s": round(wall_s, 3),
             "fps": round(stats.frames_out / wall_s, 3) if wall_s else None,
             "device": str(device), "scale": cfg.scale, "batch_size": cfg.batch_size,
             "size_in": [info.width, info.height], "size_out": [plan.width, plan.height],
@@ -77,6 +83,8 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
         runlog.close()
         os.replace(partial, dst)
         os.replace(log_partial, log_final)
+        for line in failures.console_lines():  # one line per cause, not one per frame
+            log.warning("%s", line)
         return summary
     except BaseException:
         runlog.close()

@@ -3,7 +3,9 @@
 Shared by the file pipeline and the live preview, so both run the stages the same way:
 upload, every stage in order, download, per-stage timings, and the error policy. A batch
 that fails is retried frame by frame (from the stream state it started with); a frame that
-still fails comes out unprocessed (a plain resize) with a warning in its record.
+still fails comes out unprocessed (a plain resize) with a warning in its record, and is
+counted by cause in `RunStats.log`. Given a `FailureLimit`, the runner raises
+`ProcessingError` once failures are systematic (see `failures.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from .batch import FrameBatch
 from .errors import Cancelled
+from .failures import FailureLimit, FailureLog
 from .frames import Frame, OutputFrame
 from .stages import Stage
 from .transfer import HostTransfer
@@ -33,26 +36,51 @@ log = logging.getLogger(__name__)
 class RunStats:
     frames_in: int = 0
     frames_out: int = 0
-    failed_frames: int = 0
     decoder: str | None = None  # "software" or "cuda" (hardware decoding); file runs only
     stage_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    log: FailureLog = field(default_factory=FailureLog)  # failed frames and fallbacks
+
+    @property
+    def failed_frames(self) -> int:
+        return self.log.failed_frames
 
 
 class StageRunner:
     """Runs `stages` over batches of frames on `device`; one thread owns it.
 
     scale: output size / input size. `stats` collects failed frames and per-stage time.
+    limit: failed frames accepted before `process` raises `ProcessingError` (None: never),
+    judged against `expected_frames` (the stream's declared count; 0 when unknown);
+    `label` names the input in that error.
     """
 
     def __init__(self, stages: Sequence[Stage], device: torch.device, scale: int,
-                 stats: RunStats | None = None) -> None:
+                 stats: RunStats | None = None, *, limit: FailureLimit | None = None,
+                 expected_frames: int = 0, label: str = "input") -> None:
         self.stages, self.device, self.scale = list(stages), device, scale
         self.stats = stats if stats is not None else RunStats()
+        self.limit, self.expected_frames, self.label = limit, expected_frames, label
         self._transfer = HostTransfer(device)
+        self._frames_seen = 0
 
     def process(self, frames: list[Frame]) -> list[OutputFrame]:
-        """The frames through every stage, in order; never raises for a stage's failure."""
+        """The frames through every stage, in order. A stage's failure costs only the frames
+        it hits, unless failures are systematic: then `ProcessingError`."""
+        causes: set[str] = set()
+        out = self._process(frames, causes)
+        self._frames_seen += len(frames)
+        self.stats.log.batch_done(causes)
+        self.stats.log.check(self.limit, expected_frames=self.expected_frames,
+                             seen_frames=self._frames_seen, label=self.label)
+        return out
+
+    def finish(self) -> None:
+        """After the last frame: a share of failed frames is judged on the frames seen."""
+        self.stats.log.check(self.limit, expected_frames=self.expected_frames,
+                             seen_frames=self._frames_seen, label=self.label, final=True)
+
+    def _process(self, frames: list[Frame], causes: set[str]) -> list[OutputFrame]:
         saved = self._stream_states()
         try:
             return self._run_stages(frames)
@@ -61,12 +89,15 @@ class StageRunner:
         except Exception as exc:  # noqa: BLE001 - the policy: retry per frame, then pass through
             self._restore_stream_states(saved)  # the retry must not see half a batch
             if len(frames) > 1:
-                log.warning("a batch of %d frames failed (%s); retrying frame by frame",
-                            len(frames), exc)
-                return [out for f in frames for out in self.process([f])]
-            log.warning("frame %d failed (%s); written unprocessed", frames[0].index, exc)
-            log.debug("frame failure", exc_info=True)
-            self.stats.failed_frames += 1
+                log.debug("a batch of %d frames failed (%s); retrying frame by frame",
+                          len(frames), exc)
+                self.stats.log.fell_back("batch retried frame by frame")
+                return [out for f in frames for out in self._process([f], causes)]
+            cause = self.stats.log.frame_failed(frames[0].index, exc)
+            if cause not in causes and self.stats.log.failures[cause].count == 1:
+                log.info("frame %d failed (%s); written unprocessed", frames[0].index, cause)
+            log.debug("frame %d failed", frames[0].index, exc_info=True)
+            causes.add(cause)
             return [self.unprocessed(frames[0], f"processing failed: {exc}")]
 
     def warm_up(self, height: int, width: int, frames: int = 1) -> None:
@@ -74,11 +105,13 @@ class StageRunner:
         first allocations) is paid now, not by the first real frame. Stream state and
         statistics are left as they were."""
         saved = self._stream_states()
-        stats = copy.deepcopy(self.stats)
+        stats = copy.deepcopy({k: v for k, v in vars(self.stats).items() if k != "log"})
+        failures = copy.deepcopy(vars(self.stats.log))  # in place: stages hold the log
         grey = np.full((height, width, 3), 128, dtype=np.uint8)
-        self.process([Frame(i, grey.copy(), i, Fraction(1, 25)) for i in range(frames)])
+        self._process([Frame(i, grey.copy(), i, Fraction(1, 25)) for i in range(frames)], set())
         self._restore_stream_states(saved)
-        self.stats.__dict__.update(stats.__dict__)
+        vars(self.stats).update(stats)
+        vars(self.stats.log).update(failures)
 
     def unprocessed(self, frame: Frame, why: str | None = None) -> OutputFrame:
         """`frame` resized to the output size with nothing else done; `why` becomes a
@@ -109,7 +142,7 @@ class StageRunner:
             batch = stage(batch)
             timings[stage.name] = self._elapsed_ms(started)
         started = time.perf_counter()
-        images = self._transfer.download_(batch.output)
+        images = self._transfer.download(batch.output)
         timings["download"] = self._elapsed_ms(started)
         per_frame = {k: v / len(frames) for k, v in timings.items()}
         for note in batch.notes:  # a stage's own breakdown, e.g. faces.detect, per frame

@@ -2,7 +2,8 @@
 
 Batches of 720p frames are tens of MB; allocating fresh tensors for every batch costs page
 faults that showed up as most of the pipeline's overhead on a CPU. So the float input
-buffer is reused from batch to batch, and the output is converted in place.
+buffer is reused from batch to batch, and the output is converted frame by frame through
+one reused float frame (never in place: the output tensor belongs to the stages).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class HostTransfer:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._inputs: torch.Tensor | None = None
+        self._scratch: torch.Tensor | None = None  # one output frame, (H, W, 3) float32
 
     def upload(self, frames: list[Frame]) -> torch.Tensor:
         """uint8 (H, W, 3) frames to (N, 3, H, W) float32 [0, 1] on the device.
@@ -40,13 +42,26 @@ class HostTransfer:
                 slot.copy_(torch.from_numpy(frame.image))
         return buffer.div_(255.0).permute(0, 3, 1, 2)
 
-    def download_(self, frames: torch.Tensor) -> np.ndarray:
-        """(N, 3, H, W) float [0, 1] to uint8 (N, H, W, 3) on the host; `frames` is consumed."""
-        frames.mul_(255.0).add_(0.5).clamp_(0.0, 255.0)  # round half up once truncated
-        nhwc = torch.empty((frames.shape[0], *frames.shape[2:], 3), dtype=torch.uint8,
-                           device=frames.device)
-        nhwc.copy_(frames.permute(0, 2, 3, 1))
+    def download(self, frames: torch.Tensor) -> np.ndarray:
+        """(N, 3, H, W) float [0, 1] to uint8 (N, H, W, 3) on the host; `frames` is only read.
+
+        Each frame is scaled in a reused one-frame float buffer, so converting a batch
+        costs no batch-sized allocation and the caller's tensor is left as it was."""
+        n, _, height, width = frames.shape
+        nhwc = torch.empty((n, height, width, 3), dtype=torch.uint8, device=frames.device)
+        scratch = self._scratch_for(frames)
+        for i in range(n):
+            torch.mul(frames[i].permute(1, 2, 0), 255.0, out=scratch)
+            scratch.add_(0.5).clamp_(0.0, 255.0)  # round half up once truncated
+            nhwc[i].copy_(scratch)
         return nhwc.cpu().numpy()
+
+    def _scratch_for(self, frames: torch.Tensor) -> torch.Tensor:
+        shape = torch.Size((frames.shape[2], frames.shape[3], 3))
+        if self._scratch is None or self._scratch.shape != shape \
+                or self._scratch.device != frames.device:
+            self._scratch = torch.empty(shape, dtype=torch.float32, device=frames.device)
+        return self._scratch
 
     def _buffer(self, shape: torch.Size) -> torch.Tensor:
         if self._inputs is None or self._inputs.shape != shape:

@@ -75,8 +75,8 @@ def test_host_device_round_trip_is_exact():
         output = PlainResize()(FrameBatch(inputs=tensor, scale=2)).output
         expected = PlainResize()(FrameBatch(inputs=tensor.clone(), scale=2)).output
         expected = expected.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        assert (transfer.download_(output) == expected.numpy()).all()
-    identity = transfer.download_(transfer.upload(frames))
+        assert (transfer.download(output) == expected.numpy()).all()
+    identity = transfer.download(transfer.upload(frames))
     assert (identity == np.stack([f.image for f in frames])).all()
 
 
@@ -94,7 +94,7 @@ class StatefulFlakyStage:
         if len(batch) > 1 and not self.failed_once:
             self.failed_once = True
             raise RuntimeError("fails after changing its state")
-        return dataclasses.replace(batch, output=batch.inputs)
+        return dataclasses.replace(batch, output=batch.inputs.clone())
 
 
 def test_a_failed_batch_leaves_no_trace_in_stream_state(tmp_path: Path):
