@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from fractions import Fraction
@@ -37,14 +38,46 @@ def media() -> Path:
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
-    """Run `vidrestore ARGS` in-process; models are cached under tmp_path, never downloaded."""
+    """Run `vidrestore ARGS` in-process; models are cached under tmp_path, never downloaded.
+
+    Every restore or webcam run that succeeds is checked for failed frames: its summary, as
+    returned and as written in the log, must say `failed_frames == failed_frames` (0 unless
+    the test expects failures), so a run that quietly wrote frames unprocessed fails the
+    test that made it. The result carries the run's summaries in `result.summaries`."""
+    import vidrestore.live
+    import vidrestore.run
     from vidrestore.cli import main
 
     monkeypatch.setenv("VIDRESTORE_HOME", str(tmp_path / "models"))
     runner = CliRunner()
+    summaries: list[tuple[dict, Path | None]] = []
+    restore, run_live = vidrestore.run.restore, vidrestore.live.run_live
 
-    def run(*args: str | Path):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=True)
+    def checked_restore(input_path, output_path, *args, log_path=None, **kwargs):
+        summary = restore(input_path, output_path, *args, log_path=log_path, **kwargs)
+        log = Path(log_path) if log_path else Path(str(output_path) + ".jsonl")
+        summaries.append((summary, log))
+        return summary
+
+    def checked_live(*args, outputs=None, **kwargs):
+        summary = run_live(*args, outputs=outputs, **kwargs)
+        summaries.append((summary, outputs.log if outputs is not None else None))
+        return summary
+
+    monkeypatch.setattr(vidrestore.run, "restore", checked_restore)
+    monkeypatch.setattr(vidrestore.live, "run_live", checked_live)
+
+    def run(*args: str | Path, failed_frames: int = 0):
+        summaries.clear()
+        result = runner.invoke(main, [str(a) for a in args], catch_exceptions=True)
+        result.summaries = [summary for summary, _ in summaries]
+        if result.exit_code == 0:
+            for summary, log in summaries:
+                assert summary["failed_frames"] == failed_frames, summary.get("failures")
+                if log is not None and log.is_file():
+                    written = json.loads(log.read_text().splitlines()[-1])
+                    assert written["summary"]["failed_frames"] == failed_frames
+        return result
 
     return run
 

@@ -62,6 +62,30 @@ def rrdbnet_x2plus() -> dict:
     return {"params_ema": state}
 
 
+def rrdbnet_x4plus() -> dict:
+    """RRDBNet x4 (23 blocks, RGB input) as RealESRGAN_x4plus.pth."""
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    from vidrestore.models.ncnn import rrdbnet_names
+
+    net = ESRGAN(in_nc=3, out_nc=3, num_blocks=23, scale=4)
+    names = [f"{n}.{kind}" for n, _ in rrdbnet_names(23) for kind in ("weight", "bias")]
+    state = dict(zip(names, net.state_dict().values(), strict=True))
+    for key in state:
+        if key.startswith("body.") and key.endswith(".weight"):
+            state[key] = state[key] * 0.1
+    return {"params_ema": state}
+
+
+def srvgg_animevideov3() -> dict:
+    """SRVGGNetCompact (64 features, 16 convs, PReLU, x4) as realesr-animevideov3.pth."""
+    from spandrel.architectures.Compact import Compact
+
+    net = Compact(num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=16, upscale=4,
+                  act_type="prelu")
+    return {"params": net.state_dict()}
+
+
 def srvgg_general_x4v3() -> dict:
     """SRVGGNetCompact (64 features, 32 convs, PReLU, x4) as realesr-general-x4v3.pth."""
     from spandrel.architectures.Compact import Compact
@@ -87,7 +111,29 @@ def retinaface_mobilenet() -> dict:
 
 _BUILDERS = {"gfpgan-1.3": gfpgan_v13, "realesrgan-x2plus": rrdbnet_x2plus,
              "realesr-general-x4v3": srvgg_general_x4v3, "parsenet": parsenet,
-             "retinaface-mobilenet0.25": retinaface_mobilenet}
+             "retinaface-mobilenet0.25": retinaface_mobilenet,
+             # not in FILES (the GPU bench does without them); tests write them too
+             "gfpgan-1.4": gfpgan_v13, "realesrgan-x4plus": rrdbnet_x4plus,
+             "realesr-animevideov3": srvgg_animevideov3}
+MORE_FILES = {"gfpgan-1.4": "GFPGANv1.4.pth", "realesrgan-x4plus": "RealESRGAN_x4plus.pth",
+              "realesr-animevideov3": "realesr-animevideov3.pth"}
+
+
+def write_official(folder: Path, names: list[str]) -> dict[str, Path]:
+    """Random files in the official layouts for registry `names`, under their official
+    file names in `folder` (kept if already there); returns name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {**FILES, **MORE_FILES}
+    paths = {}
+    for seed, name in enumerate(names):
+        path = folder / files[name]
+        if not path.is_file():
+            torch.manual_seed(seed)
+            partial = path.with_suffix(".part")
+            torch.save(_BUILDERS[name](), partial)
+            partial.replace(path)
+        paths[name] = path
+    return paths
 
 
 DIGESTS = "digests.json"  # filename -> [sha256, size], so each run hashes nothing twice

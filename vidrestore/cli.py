@@ -109,6 +109,10 @@ def _model_options(func):
                      help="Pre-process: non-local-means denoising (slow on a CPU)."),
         click.option("--clahe", is_flag=True, default=None,
                      help="Pre-process: CLAHE on the lightness (local contrast; colours kept)."),
+        click.option("--max-failed-frames", metavar="N|P%",
+                     help="Failed frames (written unprocessed) a run accepts before it stops "
+                          "with exit 6 (default: auto = 0 for an image, 1%% of a video's "
+                          "frames). The same error in 3 batches in a row always stops it."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -240,6 +244,7 @@ def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
                    "strict": flags.get("strict_models")},
         "preprocess": {step: {"enabled": flags.get(step)}
                        for step in ("white_balance", "denoise", "clahe")},
+        "max_failed_frames": flags.get("max_failed_frames"),
     }
 
 

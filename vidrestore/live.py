@@ -37,6 +37,7 @@ from . import __version__
 from .config import RunConfig
 from .device import resolve_device
 from .errors import OutputError
+from .failures import FailureLimit
 from .frames import Frame, OutputFrame
 from .io.capture import LiveSource, open_live_source
 from .io.preview import PreviewWindow, Status, bar_height, check_display, side_by_side
@@ -45,7 +46,7 @@ from .models import ModelStore
 from .newest import NewestItems
 from .run import partial_path
 from .runlog import RunLog
-from .stage_runner import StageRunner
+from .stage_runner import RunStats, StageRunner
 from .stages.build import build_stages
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,7 @@ class LiveSession:
                 "p95": round(float(np.percentile(latencies, 95)), 3),
                 "max": round(float(latencies.max()), 3)},
             "failed_frames": self.runner.stats.failed_frames,
+            **self.runner.stats.log.summary(),
             "mean_ms_per_frame": {k: round(v / max(self.frames_processed, 1), 3)
                                   for k, v in self.runner.stats.stage_ms.items()},
             "snapshots": self.snapshots, "warnings": self.warnings,
@@ -373,7 +375,11 @@ def run_live(source_spec: str, cfg: RunConfig, *, window: bool = True,
         built = build_stages(cfg, device, ModelStore(cfg.models))
         for warning in built.warnings:
             log.warning("%s", warning)
-        runner = StageRunner(built.stages, device, cfg.scale)
+        # No share of an endless stream can be judged; the streak rule stops a live run
+        # whose every batch fails the same way.
+        limit = FailureLimit.parse(cfg.max_failed_frames, still_image=False)
+        runner = StageRunner(built.stages, device, cfg.scale, RunStats(log=built.failures),
+                             limit=limit, label=source_spec)
         runner.warm_up(source.height, source.width, cfg.batch_size)
         session_window = PreviewWindow() if window else None
     except BaseException:
@@ -400,6 +406,8 @@ def run_live(source_spec: str, cfg: RunConfig, *, window: bool = True,
     files.finish(summary)
     if session.error is not None:
         raise session.error
+    for line in built.failures.console_lines():  # one line per cause, not one per frame
+        log.warning("%s", line)
     return summary
 
 

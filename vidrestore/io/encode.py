@@ -202,12 +202,15 @@ def _set_threads(ctx, codec: str, threads: int) -> None:
     which x264 reads as sliced threads: lower latency, lower throughput and slightly worse
     compression. `threads` 0 lets the encoder choose (x264: 1.5 per core)."""
     ctx.thread_count = threads
-    if codec in ("libx264", "libx265"):
+    if codec in _X26X:
         ctx.thread_type = "FRAME"
 
 
+_X26X = ("libx264", "libx264rgb", "libx265")  # take --crf and --preset as x264 does
+
+
 def _codec_options(codec: str, enc: EncodeConfig) -> dict[str, str]:
-    if codec in ("libx264", "libx265"):
+    if codec in _X26X:
         return {"crf": str(enc.crf), "preset": enc.preset}
     if codec == "libvpx-vp9":
         return {"crf": str(enc.crf), "b": "0", "row-mt": "1",

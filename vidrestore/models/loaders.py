@@ -63,12 +63,10 @@ def load_image_model(resolved: ResolvedModel, device: torch.device = CPU
     except pickle.UnpicklingError as exc:
         raise ModelError(f"{spec.name}: {path} holds Python objects besides tensors "
                          f"({_first_line(exc)}) and is not loaded, as unpickling them could run "
-                         f"code; if it is not the official file, delete it and run `vidrestore "
-                         f"models download {resolved.requested}`") from exc
+                         f"code; {_advice(resolved)}") from exc
     except _READ_ERRORS as exc:
         raise ModelError(f"{spec.name}: cannot read {path} ({_first_line(exc)}); the file is "
-                         f"truncated or corrupt: delete it and run `vidrestore models download "
-                         f"{resolved.requested}`") from exc
+                         f"truncated or corrupt: {_advice(resolved)}") from exc
     try:
         descriptor = loader.load_from_state_dict(state)
     except UnsupportedModelError as exc:
@@ -93,6 +91,12 @@ def _check_descriptor(descriptor, resolved: ResolvedModel) -> None:
     if spec.scale is not None and descriptor.scale != spec.scale:
         raise ModelError(f"{spec.name}: {resolved.path} is a x{descriptor.scale} model, the "
                          f"registry says x{spec.scale}; delete the file and fetch it again")
+
+
+def _advice(resolved: ResolvedModel) -> str:
+    if resolved.source == "file":  # the user's own file: we cannot fetch it again
+        return "check the file (a state dict saved with torch.save, or .safetensors)"
+    return f"delete it and run `vidrestore models download {resolved.requested}`"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -49,7 +49,8 @@ class ResolvedModel:
 
     @property
     def is_fallback(self) -> bool:
-        return self.spec.name != self.requested
+        """A stand-in runs in place of the model asked for (never for the user's own file)."""
+        return self.source != "file" and self.spec.name != self.requested
 
     def describe(self) -> dict[str, Any]:
         """A plain record for logs and run summaries."""

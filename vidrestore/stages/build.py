@@ -9,10 +9,12 @@ from typing import Any
 import torch
 
 from ..config import FaceConfig, RunConfig
-from ..errors import ModelError
+from ..errors import ConfigError, DownloadError, ModelError, UnknownModelError
+from ..failures import FailureLog
 from ..metrics.identity import open_identity_encoder
 from ..metrics.perceptual import LPIPS_TRUNK, open_lpips
 from ..models import ModelStore, load_image_model
+from ..models.registry import get_spec
 from ..models.arch.parsenet import fuse_batchnorm as fuse_parsenet
 from ..models.arch.parsenet import load_parsenet
 from . import Stage
@@ -20,6 +22,7 @@ from .detect import FaceDetector
 from .face import FaceModels, FaceStage
 from .preprocess import Preprocessor
 from .restore import FaceRestorer, PassthroughRestorer
+from .precision import supports_bf16
 from .upscale import BackgroundUpscaler, PlainResize
 
 log = logging.getLogger(__name__)
@@ -30,12 +33,21 @@ class BuiltStages:
     stages: list[Stage]
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> where it came from
     warnings: list[str] = field(default_factory=list)
+    failures: FailureLog = field(default_factory=FailureLog)  # fallbacks taken, from here on
+
+    def stand_in(self, warning: str) -> None:
+        """A model that runs in place of the one asked for: said now, counted in the summary."""
+        self.warnings.append(warning)
+        self.failures.fell_back(warning, announced=True)
 
 
-def build_stages(cfg: RunConfig, device: torch.device, store: ModelStore) -> BuiltStages:
+def build_stages(cfg: RunConfig, device: torch.device, store: ModelStore,
+                 failures: FailureLog | None = None) -> BuiltStages:
     """Pre-processing (when on) first, so every later stage sees the cleaned frames; then
-    the background, since the face stage pastes its faces onto the upscaled frames."""
-    built = BuiltStages(stages=[])
+    the background, since the face stage pastes its faces onto the upscaled frames.
+
+    A model named for the wrong role is refused here (`ConfigError`), before any frame."""
+    built = BuiltStages(stages=[], failures=failures if failures is not None else FailureLog())
     if cfg.preprocess.enabled:
         built.stages.append(Preprocessor(cfg.preprocess, device))
     _add_background_stage(cfg, device, store, built)
@@ -49,15 +61,17 @@ def _add_background_stage(cfg: RunConfig, device, store: ModelStore, built: Buil
         built.stages.append(PlainResize())
         built.models["background"] = {"name": "none", "source": "plain bicubic resize"}
         return
-    resolved = _resolve(store, bg.model, "background_upscaler")
+    resolved = _resolve(store, bg.model, "background_upscaler", "--bg-model")
     model = load_image_model(resolved, device)
+    _check_role(model, "background_upscaler", "--bg-model", bg.model)
     stage = BackgroundUpscaler(model, device, tile=bg.tile, tile_pad=bg.tile_pad,
-                               half=bg.half, compile=bg.compile)
+                               half=bg.half, compile=bg.compile,
+                               on_fallback=built.failures.fell_back)
     built.stages.append(stage)
     built.models["background"] = {**resolved.describe(), **_run_settings(stage)}
     if resolved.is_fallback:
-        built.warnings.append(f"background model {bg.model} is not available; using "
-                              f"{resolved.spec.name} ({resolved.source}) in its place")
+        built.stand_in(f"background model {bg.model} is not available; using "
+                       f"{resolved.spec.name} ({resolved.source}) in its place")
 
 
 def _add_face_stage(cfg: RunConfig, device, store: ModelStore, built: BuiltStages) -> None:
@@ -67,10 +81,10 @@ def _add_face_stage(cfg: RunConfig, device, store: ModelStore, built: BuiltStage
         return
     try:
         restorer = _face_restorer(face, device, store, built)
-    except ModelError as exc:
+    except DownloadError as exc:  # an official model that cannot be had here: loud, not fatal
         if cfg.models.strict:
             raise
-        built.warnings.append(f"FACE RESTORATION IS OFF: {exc}")
+        built.stand_in(f"FACE RESTORATION IS OFF: {exc}")
         built.models["face"] = {"name": face.model, "source": None, "error": str(exc)}
         return
     lpips, lpips_reason = _lpips_metric(device, store, built)
@@ -85,9 +99,11 @@ def _face_restorer(face: FaceConfig, device, store: ModelStore, built: BuiltStag
     if face.model == "passthrough":
         built.models["face"] = {"name": "passthrough", "source": "built in: faces unchanged"}
         return PassthroughRestorer()
-    resolved = _resolve(store, face.model, "face_restorer")
-    restorer = FaceRestorer(load_image_model(resolved, device), device, half=face.half,
-                            fidelity=face.fidelity, compile=face.compile)
+    resolved = _resolve(store, face.model, "face_restorer", "--face-model")
+    model = load_image_model(resolved, device)
+    _check_role(model, "face_restorer", "--face-model", face.model)
+    restorer = FaceRestorer(model, device, half=face.half, fidelity=face.fidelity,
+                            compile=face.compile, on_fallback=built.failures.fell_back)
     built.models["face"] = {**resolved.describe(), **_run_settings(restorer)}
     return restorer
 
@@ -100,12 +116,12 @@ def _run_settings(runner: BackgroundUpscaler | FaceRestorer) -> dict[str, Any]:
 
 def _face_detector(face: FaceConfig, device, store: ModelStore,
                    built: BuiltStages) -> FaceDetector:
-    resolved = _resolve(store, face.detector, "detector")
+    resolved = _resolve(store, face.detector, "detector", "face.detector")
     weights = "bundled" if resolved.spec.bundled else resolved.path
     built.models["detector"] = {**resolved.describe(), "input_size": face.detector_size}
     if resolved.is_fallback:
-        built.warnings.append(f"face detector {face.detector} is not available; using "
-                              f"{resolved.spec.name} ({resolved.source}) in its place")
+        built.stand_in(f"face detector {face.detector} is not available; using "
+                       f"{resolved.spec.name} ({resolved.source}) in its place")
     return FaceDetector(weights, device, input_size=face.detector_size)
 
 
@@ -117,15 +133,19 @@ def _face_parser(cfg: RunConfig, device, store: ModelStore, built: BuiltStages):
         return None
     try:
         resolved = store.locate("parsenet")
+        parser = fuse_parsenet(load_parsenet(resolved.path))
     except ModelError as exc:
         if cfg.models.strict:
             raise
-        log.info("face parsing off: %s", exc)
+        if isinstance(exc, DownloadError):  # not at hand offline: the usual case, said softly
+            log.info("face parsing off: %s", exc)
+        else:  # there, but corrupt or not ParseNet: the user should hear of it
+            built.stand_in(f"face parsing off (faces pasted with the feathered square): {exc}")
         built.models["parser"] = {"name": "parsenet", "source": None, "error": str(exc)}
         return None
     built.models["parser"] = resolved.describe()
-    dtype = torch.bfloat16 if device.type == "cuda" and cfg.face.half else torch.float32
-    return fuse_parsenet(load_parsenet(resolved.path)).to(device, dtype)
+    dtype = torch.bfloat16 if cfg.face.half and supports_bf16(device) else torch.float32
+    return parser.to(device, dtype)
 
 
 def _identity_encoder(cfg: RunConfig, store: ModelStore, built: BuiltStages):
@@ -164,8 +184,38 @@ def _lpips_metric(device, store: ModelStore, built: BuiltStages):
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
 
-def _resolve(store: ModelStore, name: str, role: str):
-    """A registry name, or the path of the user's own weight file."""
+_ROLE_NAMES = {"background_upscaler": "background upscaler", "face_restorer": "face restorer",
+               "detector": "face detector"}
+
+
+def _resolve(store: ModelStore, name: str, role: str, option: str):
+    """A registry name of `role`, or the path of the user's own weight file."""
     if name.lower().endswith(_WEIGHT_SUFFIXES):
         return store.user_file(name, role)
+    try:
+        spec = get_spec(name, store.registry)
+    except UnknownModelError:
+        names = [s.name for s in store.registry.values() if s.role == role and not s.bundled]
+        extra = ", passthrough, none" if role == "face_restorer" else \
+            ", none" if role == "background_upscaler" else ""
+        raise UnknownModelError(f"{option} {name}: unknown model; choose one of "
+                                f"{', '.join(names)}{extra}, or a weight file "
+                                f"({', '.join(_WEIGHT_SUFFIXES)})") from None
+    if spec.role != role:
+        choices = ", ".join(s.name for s in store.registry.values()
+                            if s.role == role and not s.bundled)
+        raise ConfigError(f"{option} {name}: {name} is a {_ROLE_NAMES.get(spec.role, spec.role)}"
+                          f", not a {_ROLE_NAMES[role]}; choose one of {choices}")
     return store.locate(name)
+
+
+def _check_role(model, role: str, option: str, name: str) -> None:
+    """A loaded file that cannot do the job: a face restorer is x1 and made for faces, a
+    background upscaler enlarges whole images."""
+    arch = f"{model.architecture.name} x{model.scale}"
+    if role == "face_restorer" and (model.scale != 1 or model.purpose == "SR"):
+        raise ConfigError(f"{option} {name}: this is a {arch} super-resolution model, not a "
+                          "face restorer (give it as --bg-model)")
+    if role == "background_upscaler" and model.purpose == "FaceSR":
+        raise ConfigError(f"{option} {name}: this is a {arch} face restorer, not a background "
+                          "upscaler (give it as --face-model)")

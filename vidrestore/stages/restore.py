@@ -54,7 +54,8 @@ class FaceRestorer:
 
     def __init__(self, model: ImageModelDescriptor, device: torch.device, *, half: bool = True,
                  fidelity: float = 1.0, max_batch: int = 16, compile: str = "off",
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None,
+                 on_fallback: Callable[[str], None] | None = None) -> None:
         if not 0.0 <= fidelity <= 1.0:
             raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
         if max_batch < 1:
@@ -64,6 +65,7 @@ class FaceRestorer:
                              f"{model.input_channels}->{model.output_channels} channels; a face "
                              "restorer must be x1 RGB->RGB (GFPGAN, RestoreFormer++)")
         self.device = device
+        self.on_fallback = on_fallback  # hears of each fallback taken (out-of-memory halving)
         self.dtype = dtype or pick_dtype(model, device, half)
         self.fidelity = fidelity
         self.max_batch = max_batch
@@ -113,6 +115,9 @@ class FaceRestorer:
                 self.max_batch //= 2  # remembered for the next batches
                 log.warning("out of memory in the face restorer; retrying %d faces at a time",
                             self.max_batch)
+                if self.on_fallback:
+                    self.on_fallback(f"face restorer batch halved to {self.max_batch} faces "
+                                     "(out of memory)")
 
     @torch.no_grad()  # not inference_mode: later stages may update the result in place
     def _run_chunks(self, faces: torch.Tensor) -> torch.Tensor:
