@@ -47,6 +47,8 @@ PASTE_PHOTO, PASTE_SCALE = "gfpgan_whole_imgs_Blake_Lively.jpg", 2
 GFPGAN_FACE = "gfpgan_cropped_faces_Adele_crop.png"
 # Background frames: (height, width); multiples of 4, and one (x2plus) that is not.
 ESRGAN_SIZES = {"RealESRGAN_x2plus": [(48, 64), (46, 62)], "realesr-general-x4v3": [(48, 64)]}
+# 46 x 62 reflect-padded to 48 x 64 as spandrel pads it, for the peer (esrgan.<model>.2)
+SPANDREL_PADDED = ("RealESRGAN_x2plus", 1, 2, (48, 64))
 PLATE_INPUT = 64  # zone plate test: 64 x 64 input, 256 x 256 from the x4 "model", 128 out
 
 
@@ -156,6 +158,10 @@ class Run:
             for j, (h, w) in enumerate(sizes):  # a face-and-hair patch of the photo
                 self.inputs[f"esrgan.{model}.{j}"] = np.ascontiguousarray(
                     photo[100:100 + h, 330:330 + w])
+        model, source, target, (h, w) = SPANDREL_PADDED
+        frame = self.inputs[f"esrgan.{model}.{source}"]
+        self.inputs[f"esrgan.{model}.{target}"] = np.pad(
+            frame, ((0, h - frame.shape[0]), (0, w - frame.shape[1]), (0, 0)), mode="reflect")
 
     def _resize_inputs(self) -> None:
         self.plate = zone_plate(4 * PLATE_INPUT)
@@ -216,9 +222,9 @@ def _align(run, i: int):
 
 
 def test_aligned_crops_match_facexlib_where_lmeds_keeps_all_five_landmarks(run):
-    """Same landmarks, 8 faces on 3 real photos: crops within 1 level of facexlib's uint8
-    ones, and 85 dB or more (measured 86.6-93.4) against its warp of the float frame, where
-    only OpenCV's 1/32 px positions differ."""
+    """Same landmarks, 8 faces on 3 real photos, same affine (within 1e-4 relative): crops
+    within 1 level of facexlib's uint8 ones (81.5-91.3 dB, ours rounded), and 109.6-126.5 dB
+    against its warp of the float frame, where only OpenCV's 1/32 px positions differ."""
     checked = 0
     for i in range(len(ALIGN_PHOTOS)):
         ours_a, crops, theirs_a, inliers, theirs_u8, theirs_f = _align(run, i)
@@ -227,10 +233,10 @@ def test_aligned_crops_match_facexlib_where_lmeds_keeps_all_five_landmarks(run):
             assert np.abs(ours_a[k] - theirs_a[k]).max() < 1e-4 * max(scale, 1) * 512
             ours_u8 = to_uint8(crops[k:k + 1])[0].astype(int)
             assert np.abs(ours_u8 - theirs_u8[k]).max() <= 1
-            figure = psnr(bgr_float(crops[k]), theirs_f[k])
-            print(f"align {ALIGN_PHOTOS[i]} face {k}: {figure:.1f} dB against the float warp, "
-                  f"{psnr(ours_u8, theirs_u8[k]):.1f} dB uint8")
-            assert figure > 85
+            figure, figure_u8 = psnr(bgr_float(crops[k]), theirs_f[k]), psnr(ours_u8, theirs_u8[k])
+            print(f"FIGURE align {ALIGN_PHOTOS[i]} face {k}: {figure:.1f} dB against the float "
+                  f"warp, {figure_u8:.1f} dB uint8")
+            assert figure > 100 and figure_u8 > 80
             checked += 1
     assert checked == 8
 
@@ -239,7 +245,7 @@ def test_where_lmeds_drops_landmarks_facexlib_fits_only_its_inliers(run):
     """Not deliberate, a difference in facexlib: LMEDS keeps points within 9.9 x the median
     residual of its best 2-point fit, so on 2 of 10 real faces it fits 3 landmarks of 5;
     vidrestore fits all five. Restricted to LMEDS's inliers our least squares gives facexlib's
-    affine, so the inlier set is the whole difference (crops then 21.6 and 22.6 dB apart)."""
+    affine, so the inlier set is the whole difference (crops then 18.4 and 26.7 dB apart)."""
     dropped = []
     for i in range(len(ALIGN_PHOTOS)):
         ours_a, crops, theirs_a, inliers, _, theirs_f = _align(run, i)
@@ -250,7 +256,7 @@ def test_where_lmeds_drops_landmarks_facexlib_fits_only_its_inliers(run):
                                           face_template()[keep])[0].double().numpy()
             assert np.abs(refit - theirs_a[k]).max() < 1e-3 * np.abs(theirs_a[k]).max()
             figure = psnr(bgr_float(crops[k]), theirs_f[k])
-            print(f"align {ALIGN_PHOTOS[i]} face {k}: {int(inliers[k].sum())} inliers, "
+            print(f"FIGURE align {ALIGN_PHOTOS[i]} face {k}: {int(inliers[k].sum())} inliers, "
                   f"crops {figure:.1f} dB apart")
             dropped.append((i, int(k), int(inliers[k].sum())))
     assert dropped == [(0, 1, 3), (2, 0, 3)]
@@ -259,7 +265,9 @@ def test_where_lmeds_drops_landmarks_facexlib_fits_only_its_inliers(run):
 def test_gfpgan_is_bit_identical_with_fixed_noise_and_the_same_edges(run):
     """FaceRestorer (float32) against GFPGANer(arch='clean') on the same file, with
     randomize_noise=False: the network's input ([-1, 1] RGB from img2tensor/normalize),
-    output and the uint8 face (tensor2img) are identical."""
+    its output and the [0, 1] face are identical; the uint8 faces too, but for exact ties
+    (x * 255 = k + 1/2: 4 pixels of 786,432 here), which vidrestore rounds up and tensor2img's
+    np.round to even."""
     from vidrestore.stages.restore import FaceRestorer
 
     restorer = FaceRestorer(run.model("gfpgan-1.3"), CPU, half=False)
@@ -273,7 +281,11 @@ def test_gfpgan_is_bit_identical_with_fixed_noise_and_the_same_edges(run):
     theirs = torch.from_numpy(run.peer["gfpgan.raw"]).clamp(-1, 1).add(1).div(2)
     assert torch.equal(ours, theirs)  # the [-1, 1] -> [0, 1] edge
     run.gfpgan_ours = ours
-    assert np.array_equal(to_uint8(ours)[0], run.peer["gfpgan.out"])
+    ours_u8, theirs_u8 = to_uint8(ours)[0].astype(int), run.peer["gfpgan.out"].astype(int)
+    ties = (theirs.numpy()[0] * 255 % 1 == 0.5).transpose(1, 2, 0)[..., ::-1]
+    assert np.array_equal(ours_u8[~ties], theirs_u8[~ties])
+    assert np.all(theirs_u8[ties] % 2 == 0) and np.all(np.abs(ours_u8 - theirs_u8)[ties] <= 1)
+    print(f"FIGURE GFPGAN uint8: {int((ours_u8 != theirs_u8).sum())} ties rounded apart")
 
 
 def _upscale(run, model: str, bgr: np.ndarray) -> torch.Tensor:
@@ -295,22 +307,24 @@ def test_background_models_are_bit_identical_on_multiple_of_4_frames(run, model)
     assert np.array_equal(to_uint8(ours[None])[0], run.peer[f"esrgan.{key}.out"])
 
 
-def test_x2plus_differs_near_the_far_edges_when_a_side_is_not_a_multiple_of_4(run):
-    """spandrel pads x2plus's input (reflect) to a multiple of 4, RealESRGANer to 2 only:
-    on a 62 x 46 frame the outputs differ near the bottom and right edges only, by at most
-    2.2 levels (48.0 dB over the frame); far from those edges they are identical."""
-    ours = _upscale(run, "RealESRGAN_x2plus", run.inputs["esrgan.RealESRGAN_x2plus.1"])
-    theirs = torch.from_numpy(run.peer["esrgan.RealESRGAN_x2plus.1.float"])
+def test_x2plus_on_sides_not_multiples_of_4_differs_only_by_spandrels_padding(run):
+    """spandrel pads x2plus's input (reflect, bottom and right) to a multiple of 4 where
+    RealESRGANer pads to 2: on a 62 x 46 frame (both sides 2 mod 4) the outputs differ. With
+    these random weights the RRDB's receptive field spans the frame, so they differ nearly
+    everywhere (up to 213 levels, 22.6 dB; 16% of the values more than
+    0.5 level apart); RealESRGANer on the frame padded as spandrel pads
+    it, cropped, gives vidrestore's output bit for bit, so the padding is the whole cause."""
+    model, source, target, _ = SPANDREL_PADDED
+    ours = _upscale(run, model, run.inputs[f"esrgan.{model}.{source}"])
+    theirs = torch.from_numpy(run.peer[f"esrgan.{model}.{source}.float"])
     assert ours.shape == theirs.shape == (3, 92, 124)
-    diff = (ours - theirs).abs().amax(0) * 255
-    rows, cols = torch.nonzero(diff > 0, as_tuple=True)
+    diff = (ours - theirs).abs() * 255
     figure = psnr(ours.numpy() * 255, theirs.numpy() * 255)
-    print(f"x2plus 62x46: max {diff.max():.2f} levels, {figure:.1f} dB, first row "
-          f"{rows.min()} / col {cols.min()} of 92 x 124 differ")
-    assert 0 < diff.max() < 4 and figure > 44
-    assert torch.equal(ours[:, :int(rows.min()), :int(cols.min())],
-                       theirs[:, :int(rows.min()), :int(cols.min())])
-    assert rows.min() > 92 - 60 and cols.min() > 124 - 60  # confined to the far edges
+    print(f"FIGURE x2plus 62x46: max {diff.max():.1f} levels, {figure:.1f} dB, "
+          f"{float((diff > 0.5).float().mean()):.2f} of the values more than 0.5 level apart")
+    assert diff.max() > 1
+    padded = torch.from_numpy(run.peer[f"esrgan.{model}.{target}.float"])
+    assert torch.equal(ours, padded[:, :92, :124])
 
 
 # --- deliberate differences, measured ---------------------------------------------------------
@@ -318,7 +332,7 @@ def test_x2plus_differs_near_the_far_edges_when_a_side_is_not_a_multiple_of_4(ru
 
 def test_fixed_noise_gives_the_same_face_every_call_where_the_peer_flickers(run):
     """GFPGANer draws fresh noise in every style conv each call: two calls on the same face
-    are 14.5 dB apart (noise strength 0.2 in the random weights); FaceRestorer's two calls
+    are 14.3 dB apart (noise strength 0.2 in the random weights); FaceRestorer's two calls
     are identical."""
     from vidrestore.stages.restore import FaceRestorer
 
@@ -328,14 +342,15 @@ def test_fixed_noise_gives_the_same_face_every_call_where_the_peer_flickers(run)
     first = restorer(face) if first is None else first
     assert torch.equal(restorer(face), first)
     theirs = psnr(run.peer["gfpgan.fresh_a"], run.peer["gfpgan.fresh_b"])
-    print(f"GFPGANer fresh noise: {theirs:.1f} dB between two calls")
+    print(f"FIGURE GFPGANer fresh noise: {theirs:.1f} dB between two calls")
     assert theirs < 20
 
 
 def test_resize_after_an_x4_model_at_scale_2_is_antialiased(run):
-    """x4 output 256 x 256 (a zone plate) to 128 x 128: where the plate's frequency is above
-    the output's Nyquist the right result is flat grey; RealESRGANer's Lanczos-4 resize
-    leaves 36.8 levels RMS of aliasing there, vidrestore's antialiased bicubic 1.2."""
+    """x4 output 256 x 256 (a zone plate, 0.5 cycles a pixel at its edge midpoints) to 128 x
+    128: where the plate's frequency is well above the output's Nyquist (0.35-0.5 cycles a
+    4x pixel, Nyquist 0.25) the right result is flat grey; RealESRGANer's Lanczos-4 resize
+    leaves 72.5 levels RMS of aliasing there, vidrestore's antialiased bicubic 6.9."""
     from spandrel import ModelLoader
     from spandrel.architectures.Compact import Compact
 
@@ -352,16 +367,16 @@ def test_resize_after_an_x4_model_at_scale_2_is_antialiased(run):
     size = 2 * PLATE_INPUT
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
     frequency = 2 * np.hypot(xx, yy) / (4 * PLATE_INPUT)  # cycles a source pixel at 4x
-    zone = (frequency > 0.3) & (frequency < 0.48)  # above the output's 0.25, below 0.5
+    zone = (frequency > 0.35) & (frequency < 0.5)  # past the transition band, not aliased at 4x
     aliasing = {side: float(np.sqrt(np.mean((img[zone] - 127.5) ** 2)))
                 for side, img in (("ours", ours), ("peer", theirs))}
-    print(f"zone plate aliasing, levels RMS: {aliasing}")
-    assert aliasing["peer"] > 20 and aliasing["ours"] < 3
+    print(f"FIGURE zone plate aliasing, levels RMS: {aliasing}")
+    assert aliasing["peer"] > 50 and aliasing["ours"] < 10
 
 
 def test_paste_without_the_half_pixel_shift_and_bicubic_is_closer_to_the_background(run):
     """Unchanged (passthrough) faces pasted back at scale 2 onto the upscaled frame: over
-    the faces' paste regions vidrestore stays 41.7 dB from the background, facexlib (its
+    the faces' paste regions vidrestore stays 41.5 dB from the background, facexlib (its
     square-mask path, bilinear, shifted by +1/2 output pixel) 34.5 dB."""
     p, background = run.paste, run.inputs["paste.background"]
     crops = torch.cat([rgb_tensor(c) for c in run.inputs["paste.crops"]])  # the same uint8
@@ -373,13 +388,13 @@ def test_paste_without_the_half_pixel_shift_and_bicubic_is_closer_to_the_backgro
         where[top:bottom, left:right] = True
     figures = {side: psnr(img[where], background[where])
                for side, img in (("ours", ours), ("peer", theirs))}
-    print(f"passthrough paste, dB against the background: {figures}")
+    print(f"FIGURE passthrough paste, dB against the background: {figures}")
     assert figures["ours"] > 40 and figures["peer"] < 36
 
 
 def test_parse_mask_ramps_in_where_facexlibs_steps_at_its_10_px_border(run):
     """Same parsing, hair reaching the crop's top edge: facexlib's mask (two 101-tap blurs,
-    then rows and columns 0-9 set to 0) jumps from 0 to 0.90 between rows 9 and 10;
+    then rows and columns 0-9 set to 0) jumps from 0 to 1.00 between rows 9 and 10;
     vidrestore uses the same blurred mask (within 1e-4) times its feather mask, whose largest
     step between neighbouring pixels is 0.05. Away from the crop's edge the two agree."""
     from vidrestore.models.arch.parsenet import face_mask_from_parsing
@@ -400,8 +415,8 @@ def test_parse_mask_ramps_in_where_facexlibs_steps_at_its_10_px_border(run):
         return max(np.abs(np.diff(mask, axis=0)).max(), np.abs(np.diff(mask, axis=1)).max())
 
     figures = {"ours": largest_step(ours), "peer": largest_step(theirs)}
-    print(f"parse mask, largest step between neighbours: {figures}")
-    assert figures["peer"] > 0.5 and figures["ours"] < 0.1
+    print(f"FIGURE parse mask, largest step between neighbours: {figures}")
+    assert figures["peer"] > 0.9 and figures["ours"] < 0.1
 
 
 def test_uint8_output_rounds_where_facexlib_truncates(run):
@@ -420,7 +435,7 @@ def test_uint8_output_rounds_where_facexlib_truncates(run):
     errors = {side: (float(np.mean(img[away] - exact[away])),
                      float(np.abs(img[away] - exact[away]).max()))
               for side, img in (("ours", ours), ("peer", theirs))}
-    print(f"uint8 output, (mean, max) error in levels: {errors}")
+    print(f"FIGURE uint8 output, (mean, max) error in levels: {errors}")
     assert errors["peer"][0] < -0.4 and errors["peer"][1] < 1
     assert abs(errors["ours"][0]) < 0.05 and errors["ours"][1] <= 0.5 + 1e-4
 
