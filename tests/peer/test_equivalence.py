@@ -128,6 +128,14 @@ class Run:
         assert done.returncode == 0, done.stderr[-3000:]
         self.peer = dict(np.load(tmp / "out.npz"))
 
+    def restorer(self):
+        """vidrestore's FaceRestorer on the GFPGAN file, float32, made once."""
+        from vidrestore.stages.restore import FaceRestorer
+
+        if getattr(self, "_restorer", None) is None:
+            self._restorer = FaceRestorer(self.model("gfpgan-1.3"), CPU, half=False)
+        return self._restorer
+
     def model(self, name: str):
         from vidrestore.models import load_image_model
 
@@ -270,9 +278,7 @@ def test_gfpgan_is_bit_identical_with_fixed_noise_and_the_same_edges(run):
     its output and the [0, 1] face are identical; the uint8 faces too, but for exact ties
     (x * 255 = k + 1/2: 4 pixels of 786,432 here), which vidrestore rounds up and tensor2img's
     np.round to even."""
-    from vidrestore.stages.restore import FaceRestorer
-
-    restorer = FaceRestorer(run.model("gfpgan-1.3"), CPU, half=False)
+    restorer = run.restorer()
     face = rgb_tensor(run.face_bgr)
     assert torch.equal(face * 2 - 1, torch.from_numpy(run.peer["gfpgan.input"]))
     net = restorer.model.model
@@ -336,9 +342,7 @@ def test_fixed_noise_gives_the_same_face_every_call_where_the_peer_flickers(run)
     """GFPGANer draws fresh noise in every style conv each call: two calls on the same face
     are 14.3 dB apart (noise strength 0.2 in the random weights); FaceRestorer's two calls
     are identical."""
-    from vidrestore.stages.restore import FaceRestorer
-
-    restorer = FaceRestorer(run.model("gfpgan-1.3"), CPU, half=False)
+    restorer = run.restorer()
     face = rgb_tensor(run.face_bgr)
     first = getattr(run, "gfpgan_ours", None)
     first = restorer(face) if first is None else first
