@@ -15,9 +15,13 @@ Pixel conventions. Affines map pixel coordinates with integer values at pixel ce
 (OpenCV's convention). `grid_sample(align_corners=False)` puts -1 and +1 at the outer edges of
 the border pixels, so pixel x of a side of n pixels is (2x + 1)/n - 1 there. Upscaling by s
 maps input pixel x to output pixel s*x + (s - 1)/2 (centres of the s x s block line up), which
-is what bicubic `F.interpolate(align_corners=False)` does; facexlib multiplies the inverse
-affine by s and so shifts pasted faces by (s - 1)/2 output pixels. The small 3x3 matrix
-algebra runs in float64 (a few numbers per face); grids and pixels stay float32.
+is what bicubic `F.interpolate(align_corners=False)` does. facexlib 0.3.0
+(`get_inverse_affine`, `paste_faces_to_input_image`) multiplies the whole inverse affine by s,
+which maps input pixel x to s*x, then, when s > 1, adds 0.5*s to its translation: input pixel
+x lands at s*x + s/2, half an output pixel right of and below s*x + (s - 1)/2 (no shift at
+s = 1). It warps the face bilinearly. Here there is no such shift and the paste is bicubic
+(tests/peer/test_equivalence.py measures both). The small 3x3 matrix algebra runs in float64
+(a few numbers per face); grids and pixels stay float32.
 """
 
 from __future__ import annotations
@@ -51,8 +55,17 @@ def similarity_transforms(landmarks: torch.Tensor,
 
     In complex numbers a similarity is z -> c*z + t, and sum |c*a_i - b_i|^2 over centred
     points is minimised by c = sum(conj(a_i) b_i) / sum(|a_i|^2): Umeyama's solution in 2-D,
-    closed form, deterministic, never a reflection. cv2.estimateAffinePartial2D (facexlib)
-    refines the same objective after RANSAC, so both agree when no landmark is an outlier.
+    closed form, deterministic, never a reflection.
+
+    facexlib 0.3.0 calls cv2.estimateAffinePartial2D(landmarks, template, method=cv2.LMEDS),
+    which converts the points to float32, fits exact similarities to 2-point samples (fixed
+    seed), keeps the one with the least median squared residual, marks as inliers the
+    points within 2.5 * 1.4826 * (1 + 5 / (n - 2)) * sqrt(median) of it (about 9.9 times the
+    median residual for 5 points), then refines the same least-squares objective as here on
+    the inliers only (Levenberg-Marquardt, 10 iterations). With all 5 landmarks inliers the
+    two agree to float32 rounding (translations within 0.004 px); on real faces LMEDS
+    sometimes keeps only 3 (2 of the 10 faces of the peer tests' photos), and facexlib's
+    alignment then follows those 3. This fit always uses all of them.
     """
     if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
         raise ValueError(f"landmarks must be (K, P, 2), got {tuple(landmarks.shape)}")
