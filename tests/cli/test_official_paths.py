@@ -1,6 +1,7 @@
 """Every official model path a user can reach, end to end through the CLI, on random weight
 files in the official layouts: each background model at each --scale, each preset, each face
-model, on frames with and without faces, at batch 1 and 4.
+model, on frames with and without faces, at batch 1 and 4. The runs with faces restore them with random GFPGAN or RestoreFormer++ at
+512 px (seconds a face on a CPU), so they are slow tests: CI runs them after the default ones.
 
 Each run must write its models' output on every frame, never the plain resize a failed frame
 falls back to (the `cli` fixture also fails any run with a failed frame). Clips are lossless
@@ -271,6 +272,7 @@ def check_faces_restored_on_the_models_background(out: Path, log: Path, images, 
     assert [bool(r["faces"]) for r in records] == [True, True, False, False]
 
 
+@pytest.mark.slow  # random GFPGAN at 512 px costs seconds a face on a CPU
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_preset_restores_faces_on_its_background(official_cli, tmp_path, preset):
     """Each shipped preset as a user runs it (only the detector is the MobileNet file with
@@ -293,6 +295,7 @@ def test_every_preset_restores_faces_on_its_background(official_cli, tmp_path, p
         out, tmp_path / "out.mkv.jsonl", images, official_cli.paths[bg_model], scale)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("face_model", FACE_MODELS)
 def test_every_face_model_restores_at_batch_one_and_four(official_cli, tmp_path,

@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ class _Files(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     ranges: list[str | None] = []
     honour_range = True
+    chunk_delay_s = 0.0
 
     def do_GET(self) -> None:
         data = self.files.get(self.path)
@@ -52,7 +54,12 @@ class _Files(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
-        self.wfile.write(data[start:])
+        if not self.chunk_delay_s:
+            self.wfile.write(data[start:])
+            return
+        for offset in range(start, len(data), 1 << 18):
+            self.wfile.write(data[offset:offset + (1 << 18)])
+            time.sleep(self.chunk_delay_s)
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
@@ -60,7 +67,8 @@ class _Files(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    handler = type("Handler", (_Files,), {"files": {}, "ranges": [], "honour_range": True})
+    handler = type("Handler", (_Files,), {"files": {}, "ranges": [], "honour_range": True,
+                                          "chunk_delay_s": 0.0})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -105,6 +113,27 @@ def test_full_download_is_hashed_and_renamed_into_place(server, tmp_path):
     assert dest.read_bytes() == PAYLOAD
     assert not fetch.part_path(dest).exists()
     assert len(seen) > 1 and seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+
+
+def test_two_processes_fetching_one_model_take_turns(server, tmp_path):
+    """Two downloads of one file into a fresh cache at once: without the lock both wrote
+    into one .part and the cache got a corrupt file. Now the second waits, then finds the
+    checked file in place and does not fetch it again."""
+    import multiprocessing
+
+    server.files["/w.pth"] = PAYLOAD
+    server.chunk_delay_s = 0.02  # slow enough that the two overlap
+    dest = tmp_path / "w.pth"
+    context = multiprocessing.get_context("spawn")  # a real second process, no shared state
+    with context.Pool(2) as pool:
+        results = [pool.apply_async(fetch.download, (server.base + "/w.pth", dest),
+                                    dict(label="m", sha256=sha(PAYLOAD),
+                                         size_bytes=len(PAYLOAD)))
+                   for _ in range(2)]
+        assert [r.get(timeout=120) for r in results] == [dest, dest]
+    assert dest.read_bytes() == PAYLOAD
+    assert len(server.ranges) == 1  # fetched once
+    assert not fetch.part_path(dest).exists()
 
 
 def test_a_partial_download_resumes_with_a_range_request(server, tmp_path):

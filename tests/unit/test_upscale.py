@@ -31,6 +31,22 @@ def test_tiles_with_overlap_give_the_untiled_result():
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("model_scale,scale", [(4, 2), (4, 1), (2, 4)])
+def test_tiles_are_resized_one_by_one_to_the_same_result(model_scale, scale, monkeypatch):
+    """An x4 model at --scale 2 never holds the whole x4 frame: each tile's output is
+    resized on its own, with its context, and the frame is the whole-frame resize."""
+    model = _compact(model_scale)
+    batch = _batch(scale=scale)
+    whole = BackgroundUpscaler(model, torch.device("cpu"), tile=0)(batch).output
+    stage = BackgroundUpscaler(model, torch.device("cpu"), tile=32, tile_pad=16)
+    largest = []
+    infer = stage._infer
+    monkeypatch.setattr(stage, "_infer", lambda x: largest.append(x.shape[-2:]) or infer(x))
+    tiled = stage(batch).output
+    assert max(h * w for h, w in largest) <= 64 * 64  # a tile and its context, no more
+    torch.testing.assert_close(tiled, whole, atol=2e-5, rtol=0)
+
+
 @pytest.mark.parametrize("model_scale,scale", [(4, 2), (4, 1), (2, 4), (4, 4)])
 def test_any_scale_from_any_model_scale(model_scale, scale):
     out = BackgroundUpscaler(_compact(model_scale), torch.device("cpu"))(_batch(scale=scale))

@@ -4,19 +4,28 @@ Bytes stream into ``<dest>.part`` beside the destination. A `.part` left by an i
 run is resumed with a Range request (and hashed first, so the digest covers the whole file).
 Only a file whose size and SHA-256 match is renamed into place, atomically, so the cache
 never holds a half-written or unchecked file under its real name.
+
+Two processes that want the same file on a fresh cache (two runs started together, a batch
+of jobs) take turns through a lock file, ``<dest>.lock``: the second waits, then finds the
+file in place and checks it instead of writing into the first one's `.part`. The `.part`
+keeps one name so that an interrupted download resumes in a later run; the lock is what
+makes that one name safe to share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+import filelock
 
 from .. import __version__
 from ..errors import ChecksumError, DownloadError
@@ -49,6 +58,33 @@ def download(url: str, dest: Path, *, label: str, sha256: str | None, size_bytes
     `ChecksumError` when the bytes do not match (the `.part` is removed).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest, label):
+        if dest.is_file():  # another process fetched it while we waited: check it
+            _check(dest, dest.stat().st_size, sha256_file(dest), label=label, url=url,
+                   sha256=sha256, size_bytes=size_bytes)
+            return dest
+        return _download_locked(url, dest, label=label, sha256=sha256, size_bytes=size_bytes,
+                                progress=progress, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path, label: str) -> Iterator[None]:
+    """Hold `<dest>.lock` (an OS file lock, released if the process dies)."""
+    lock = filelock.FileLock(str(dest.with_name(dest.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        log.warning("%s: another process is downloading %s; waiting for it", label, dest.name)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _download_locked(url: str, dest: Path, *, label: str, sha256: str | None,
+                     size_bytes: int | None, progress: ProgressCallback | None,
+                     timeout_s: float) -> Path:
     part = part_path(dest)
     digest = hashlib.sha256()
     done = _resume_offset(part, size_bytes, digest)
