@@ -5,8 +5,8 @@ The peer cannot be imported here (basicsr needs a torchvision shim that lives in
 venv), so one module fixture writes the inputs and the random official-layout weights, runs
 bench/peer/equivalence.py once in bench/peer/.venv, and each test compares vidrestore's side,
 computed in-process on the same inputs and files, with the peer's results under an explicit
-tolerance. Figures in the comments were measured here (CPU, 2 threads); docs/equivalence.md
-lists them.
+tolerance. Figures in the comments were measured here (CPU, 2 threads); the README's section
+"Same results as the reference implementations" lists them.
 
 Outside CI these tests skip when the peer venv or the media are missing
 (`bench/peer/setup_peer.sh`); in CI (env CI set) they fail instead.
