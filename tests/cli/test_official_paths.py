@@ -56,12 +56,14 @@ def official_models(tmp_path_factory):
 def official_cli(cli, official_models, monkeypatch, tmp_path):
     """`cli` over the official-layout folder, downloads off; also `config(preset, **keys)`
     writes the preset with lossless output (and the given keys) as a YAML file."""
+    import vidrestore.live
     import vidrestore.run
     from vidrestore.models import ModelStore
 
     folder, paths, registry = official_models
-    monkeypatch.setattr(vidrestore.run, "ModelStore",
-                        functools.partial(ModelStore, registry=registry))
+    for module in (vidrestore.run, vidrestore.live):
+        monkeypatch.setattr(module, "ModelStore",
+                            functools.partial(ModelStore, registry=registry))
 
     def run(*args, **kwargs):
         return cli(*args, "--models-dir", folder, "--no-download", "--quiet", **kwargs)
@@ -234,6 +236,21 @@ def test_background_model_on_a_still_image_and_at_batch_one(official_cli, tmp_pa
     for image, frame in zip(images, decoded(tmp_path / "out.mkv"), strict=True):
         assert_background_is_the_models(frame, model_background(
             official_cli.paths[bg_model], image, 2), image, 2)
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_the_webcam_runs_an_official_background_model_at_its_scale(official_cli, tmp_path,
+                                                                   scale):
+    """The live path at --scale 4 was one of the broken ones: every frame a plain resize."""
+    clip = lossless_clip(tmp_path / "in.mkv", [texture(i) for i in range(3)])
+    result = official_cli("webcam", "--source", clip, "--no-window", "--max-frames", 3,
+                          "--record", tmp_path / "rec.mp4", "--scale", scale, "--bg-model",
+                          "realesr-general-x4v3", "--face-model", "none")
+    assert result.exit_code == 0, result.output
+    (summary,) = result.summaries
+    assert summary["frames_shown"] >= 1 and summary["failures"] == []
+    assert summary["models"]["background"]["source"] == "cache"
+    assert summary["fallbacks"] == []
 
 
 # --- presets and face models, with and without faces ---------------------------------------

@@ -54,6 +54,27 @@ def test_any_scale_from_any_model_scale(model_scale, scale):
     assert 0 <= out.output.min() and out.output.max() <= 1
 
 
+def test_out_of_memory_halves_the_tile_and_says_so(monkeypatch):
+    """The fallback is taken, remembered for later batches, and reported as a fallback."""
+    model = _compact(4)
+    batch = _batch(n=1, h=200, w=300, scale=2)
+    said = []
+    stage = BackgroundUpscaler(model, torch.device("cpu"), tile=0, on_fallback=said.append)
+    infer = stage._infer
+
+    def small_tiles_only(frames):
+        if frames.shape[-2] * frames.shape[-1] > 30_000:  # CPU tiles start at 512 px
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return infer(frames)
+
+    monkeypatch.setattr(stage, "_infer", small_tiles_only)
+    out = stage(batch).output
+    whole = BackgroundUpscaler(model, torch.device("cpu"), tile=0)(batch).output
+    torch.testing.assert_close(out, whole, atol=2e-5, rtol=0)
+    assert stage.tile == 128
+    assert said == [f"background tiles halved to {px} px (out of memory)" for px in (256, 128)]
+
+
 def test_input_is_left_alone_and_cpu_runs_float32():
     batch = _batch()
     before = batch.inputs.clone()
