@@ -110,7 +110,7 @@ def synthetic_clip(moving: bool, detector: FaceDetector, seed: int = 0) -> Clip:
 def _path(times_s: np.ndarray) -> np.ndarray:
     """(M, 2) offsets in pixels of the moving synthetic face at these times."""
     return np.stack([a * np.sin(2 * math.pi * times_s / p)
-                     for a, p in zip(PATH_AMPLITUDE_PX, PATH_PERIOD_S)], axis=1)
+                     for a, p in zip(PATH_AMPLITUDE_PX, PATH_PERIOD_S, strict=True)], axis=1)
 
 
 def _draw(face: np.ndarray, top_left: np.ndarray, size: tuple[int, int],
@@ -157,7 +157,7 @@ def main_track(clip: Clip, config: TrackConfig) -> tuple[np.ndarray, np.ndarray,
     longest, and of those the one with the eyes furthest apart (talk_real_3's front face)."""
     tracker = FaceTracker(config)
     per_track: dict[int, list] = {}
-    for i, (det, t) in enumerate(zip(clip.detections, clip.times_s)):
+    for i, (det, t) in enumerate(zip(clip.detections, clip.times_s, strict=True)):
         for face in tracker.update(det, float(t)):
             per_track.setdefault(face.track_id, []).append(
                 (i, face.landmarks_raw.numpy(), face.landmarks.numpy()))

@@ -115,8 +115,9 @@ def main() -> None:
         long = make_long_clip(work / "long.mp4", 4 * args.frames, audio="aac")
         base, pipe = _interleaved(short, work, args.repeats)
         longer = [_run_child("pipeline", long, work) for _ in range(2)]
-    wall_overhead = [b["fps"] / p["fps"] - 1 for b, p in zip(base, pipe)]
-    cpu_overhead = [p["cpu_ms_per_frame"] / b["cpu_ms_per_frame"] - 1 for b, p in zip(base, pipe)]
+    wall_overhead = [b["fps"] / p["fps"] - 1 for b, p in zip(base, pipe, strict=True)]
+    cpu_overhead = [p["cpu_ms_per_frame"] / b["cpu_ms_per_frame"] - 1
+                    for b, p in zip(base, pipe, strict=True)]
     info = run_info()
     result = {
         "date": info["date"],
@@ -128,8 +129,9 @@ def main() -> None:
         "decode_encode_fps": round(_median([b["fps"] for b in base]), 2),
         "pipeline_fps": round(_median([p["fps"] for p in pipe]), 2),
         "wall_overhead_pct": round(100 * _median(wall_overhead), 1),
-        "cpu_ms_per_frame": {"decode_encode": round(_median([b["cpu_ms_per_frame"] for b in base]), 2),
-                             "pipeline": round(_median([p["cpu_ms_per_frame"] for p in pipe]), 2)},
+        "cpu_ms_per_frame": {
+            "decode_encode": round(_median([b["cpu_ms_per_frame"] for b in base]), 2),
+            "pipeline": round(_median([p["cpu_ms_per_frame"] for p in pipe]), 2)},
         "cpu_overhead_pct": round(100 * _median(cpu_overhead), 1),
         "pipeline_ms_per_frame": pipe[-1]["mean_ms_per_frame"],
         "peak_rss_mb": {"decode_encode": round(max(b["peak_rss_mb"] for b in base)),

@@ -38,7 +38,7 @@ class HostTransfer:
             stacked = torch.from_numpy(np.stack([f.image for f in frames])).pin_memory()
             buffer.copy_(stacked.to(self.device, non_blocking=True))
         else:  # straight from each frame's memory, no stacked copy
-            for slot, frame in zip(buffer, frames):
+            for slot, frame in zip(buffer, frames, strict=True):
                 slot.copy_(torch.from_numpy(frame.image))
         return buffer.div_(255.0).permute(0, 3, 1, 2)
 

@@ -1,7 +1,8 @@
 """Every official model path a user can reach, end to end through the CLI, on random weight
 files in the official layouts: each background model at each --scale, each preset, each face
-model, on frames with and without faces, at batch 1 and 4. The runs with faces restore them with random GFPGAN or RestoreFormer++ at
-512 px (seconds a face on a CPU), so they are slow tests: CI runs them after the default ones.
+model, on frames with and without faces, at batch 1 and 4. The runs with faces restore them
+with random GFPGAN or RestoreFormer++ at 512 px (seconds a face on a CPU), so they are slow
+tests: CI runs them after the default ones.
 
 Each run must write its models' output on every frame, never the plain resize a failed frame
 falls back to (the `cli` fixture also fails any run with a failed frame). Clips are lossless

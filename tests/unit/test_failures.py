@@ -4,7 +4,6 @@ run with exit 6 and one line; the summary lists each cause and each fallback tak
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import cv2

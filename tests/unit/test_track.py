@@ -65,7 +65,7 @@ def test_two_faces_crossing_keep_their_ids():
         if rng.random() < 0.5:
             order.reverse()
         out = tracker.update(detections(*(f for _, f in order)), i / FPS, False)
-        for (name, _), tracked in zip(order, out):
+        for (name, _), tracked in zip(order, out, strict=True):
             ids[name].add(tracked.track_id)
     assert len(ids["right"]) == 1 and len(ids["left"]) == 1
     assert ids["right"] != ids["left"]
@@ -213,7 +213,7 @@ def _track_points(times: np.ndarray, truth: np.ndarray, noise_px: float, seed: i
     rng = np.random.default_rng(seed)
     tracker = FaceTracker()
     raw, smooth = [], []
-    for t, (cx, cy) in zip(times, truth):
+    for t, (cx, cy) in zip(times, truth, strict=True):
         box, marks = face(cx, cy, size=120)
         marks = marks + rng.normal(0, noise_px, marks.shape)
         box = box + rng.normal(0, noise_px, box.shape)
@@ -343,7 +343,7 @@ def _track_clip(detector, frames: torch.Tensor, times: list[float]) -> list[list
     for start in range(0, len(frames), 16):  # the pipeline's way: detect a batch, then loop
         batch = frames[start:start + 16]
         cuts = detect_scene_cuts(batch, frames[start - 1] if start else None)
-        for det, t, cut in zip(detector(batch), times[start:start + 16], cuts):
+        for det, t, cut in zip(detector(batch), times[start:start + 16], cuts, strict=True):
             out.append(tracker.update(det, t, cut))
     return out
 

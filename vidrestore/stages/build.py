@@ -14,15 +14,15 @@ from ..failures import FailureLog
 from ..metrics.identity import open_identity_encoder
 from ..metrics.perceptual import LPIPS_TRUNK, open_lpips
 from ..models import ModelStore, load_image_model
-from ..models.registry import get_spec
 from ..models.arch.parsenet import fuse_batchnorm as fuse_parsenet
 from ..models.arch.parsenet import load_parsenet
+from ..models.registry import get_spec
 from . import Stage
 from .detect import FaceDetector
 from .face import FaceModels, FaceStage
+from .precision import supports_bf16
 from .preprocess import Preprocessor
 from .restore import FaceRestorer, PassthroughRestorer
-from .precision import supports_bf16
 from .upscale import BackgroundUpscaler, PlainResize
 
 log = logging.getLogger(__name__)

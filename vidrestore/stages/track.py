@@ -227,7 +227,8 @@ class FaceTracker:
         allowed = (iou >= self.config.min_iou) & (dist <= self.config.max_landmark_distance)
         cost = np.where(allowed, 1 - iou + self.config.landmark_weight * dist, _FORBIDDEN)
         rows, cols = linear_sum_assignment(cost)
-        return {int(c): self._tracks[r] for r, c in zip(rows, cols) if allowed[r, c]}
+        return {int(c): self._tracks[r] for r, c in zip(rows, cols, strict=True)
+                if allowed[r, c]}
 
     def _follow(self, track: _Track | None, box: np.ndarray, landmarks: np.ndarray,
                 score: float, time_s: float) -> tuple[_Track, TrackedFace]:
