@@ -6,7 +6,7 @@ Only a file whose size and SHA-256 match is renamed into place, atomically, so t
 never holds a half-written or unchecked file under its real name.
 
 Two processes that want the same file on a fresh cache (two runs started together, a batch
-of jobs) take turns through a lock file, ``<dest>.lock``: the second waits, then finds the
+of jobs) take turns through a lock file, ``.<dest>.lock``: the second waits, then finds the
 file in place and checks it instead of writing into the first one's `.part`. The `.part`
 keeps one name so that an interrupted download resumes in a later run; the lock is what
 makes that one name safe to share.
@@ -49,6 +49,11 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
+def lock_path(dest: Path) -> Path:
+    """Kept after use: removing a lock file races with a process about to take it."""
+    return dest.with_name(f".{dest.name}.lock")
+
+
 def download(url: str, dest: Path, *, label: str, sha256: str | None, size_bytes: int | None,
              progress: ProgressCallback | None = None, timeout_s: float = TIMEOUT_S) -> Path:
     """Fetch `url` into `dest`; return `dest`.
@@ -70,7 +75,7 @@ def download(url: str, dest: Path, *, label: str, sha256: str | None, size_bytes
 @contextlib.contextmanager
 def _exclusive(dest: Path, label: str) -> Iterator[None]:
     """Hold `<dest>.lock` (an OS file lock, released if the process dies)."""
-    lock = filelock.FileLock(str(dest.with_name(dest.name + ".lock")))
+    lock = filelock.FileLock(str(lock_path(dest)))
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
