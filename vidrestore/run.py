@@ -10,7 +10,9 @@ from typing import Any
 
 from . import __version__
 from .config import RunConfig
-from .destination import check_destination, partial_path
+from .destination import (check_destination, check_distinct, commit, partial_path,
+                          remove_stale_partials)
+from .errors import EncodeError, VidrestoreError
 from .device import resolve_device
 from .io.plan import plan_output
 from .io.probe import probe
@@ -43,15 +45,18 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
     check_destination(src, dst, overwrite)
     plan = plan_output(info, dst, cfg.scale, cfg.encode)
     log_final = Path(log_path) if log_path else default_log_path(dst)
+    check_distinct(dst, log_final)
     check_destination(src, log_final, overwrite)
     device = resolve_device(cfg.device)
     built = build_stages(cfg, device, store or ModelStore(cfg.models))
     for warning in plan.warnings + built.warnings:
         log.warning("%s", warning)
 
+    for folder in {dst.parent, log_final.parent}:
+        remove_stale_partials(folder)
     partial, log_partial = partial_path(dst), partial_path(log_final)
     faces = FaceSummary()
-    runlog = RunLog(log_partial, observers=[faces.add])
+    runlog = RunLog(log_partial, observers=[faces.add], line_buffered=True, name=log_final)
     try:
         pipeline = Pipeline(info, plan, built.stages, device, batch_size=cfg.batch_size,
                             queue_frames=cfg.queue_frames, encode_config=cfg.encode,
@@ -75,11 +80,34 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
         }
         runlog.summary(summary)
         runlog.close()
-        os.replace(partial, dst)
-        os.replace(log_partial, log_final)
+        _commit(partial, dst, log_partial, log_final, overwrite)
         return summary
     except BaseException:
-        runlog.close()
+        try:
+            runlog.close()
+        except VidrestoreError:
+            pass  # the first error is the one to report
         for leftover in (partial, log_partial):
-            leftover.unlink(missing_ok=True)
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:
+                log.warning("cannot remove %s", leftover)
         raise
+
+
+def _commit(partial: Path, dst: Path, log_partial: Path, log_final: Path,
+            overwrite: bool) -> None:
+    """Both finished files into place, OUT first; a log that cannot follow takes OUT back."""
+    try:
+        commit(partial, dst, overwrite)
+    except OSError as exc:
+        raise EncodeError(f"{dst}: cannot move the finished output into place "
+                          f"({exc.strerror or exc})") from exc
+    try:
+        commit(log_partial, log_final, overwrite)
+    except (OSError, VidrestoreError) as exc:
+        dst.unlink(missing_ok=True)
+        if isinstance(exc, VidrestoreError):
+            raise
+        raise EncodeError(f"{log_final}: cannot move the finished log into place "
+                          f"({exc.strerror or exc})") from exc

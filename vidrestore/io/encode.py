@@ -93,13 +93,13 @@ class VideoWriter:
         vf = vf.reformat(format=self.plan.pix_fmt, dst_colorspace=ctx.colorspace or None,
                          dst_color_range=ctx.color_range or None)
         vf.pts, vf.time_base = frame.pts, frame.time_base
-        self._mux_side_until(frame.time + _AUDIO_LEAD_S)
         try:
+            self._mux_side_until(frame.time + _AUDIO_LEAD_S)
             for packet in self.video.encode(vf):
                 self.container.mux(packet)
-        except av.FFmpegError as exc:
-            raise EncodeError(f"{self.plan.path}: encoding frame {frame.index} failed ({exc})") \
-                from exc
+        except (av.FFmpegError, OSError) as exc:
+            raise EncodeError(f"{self.plan.path}: encoding frame {frame.index} failed "
+                              f"({_why(exc)})") from exc
         self._last_pts = frame.pts
 
     def add_side(self, side: SidePacket) -> None:
@@ -143,16 +143,23 @@ class VideoWriter:
                 self._drain_fifo(out, fifo, final=True)
                 for packet in out.encode():
                     self.container.mux(packet)
-        except av.FFmpegError as exc:
-            raise EncodeError(f"{self.plan.path}: finishing the output failed ({exc})") from exc
-        finally:
             self.container.close()
+        except (av.FFmpegError, OSError) as exc:
+            self.abort()
+            raise EncodeError(f"{self.plan.path}: finishing the output failed "
+                              f"({_why(exc)})") from exc
 
     def abort(self) -> None:
         try:
             self.container.close()
         except Exception:  # noqa: BLE001 - the partial file is deleted next anyway
             log.debug("closing an aborted output failed", exc_info=True)
+
+
+def _why(exc: BaseException) -> str:
+    """FFmpeg's or the OS's reason, without the file name it repeats."""
+    text = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+    return text.splitlines()[0].split(": '")[0].strip()
 
 
 class ImageWriter:

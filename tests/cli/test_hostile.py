@@ -1,0 +1,104 @@
+"""Hostile files, full disks and odd containers (issue 13): nothing lost, nothing
+half-written, one line and the right exit code."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST, ROOT, frame_times
+from tests.media import make_clip
+
+
+def _summary(log: Path) -> dict:
+    return json.loads(log.read_text().splitlines()[-1])["summary"]
+
+
+def _ok(result, log: Path) -> dict:
+    assert result.exit_code == 0, result.output
+    summary = _summary(log)
+    assert summary["failed_frames"] == 0
+    return summary
+
+
+def _one_error_line(result, code: int, *needles: str) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vidrestore: error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _limit_file_size(limit: int):
+    def preexec() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+# --- 1. a full disk --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", ["video", "log"])
+def test_disk_full_mid_run_exits_5_with_one_line_and_nothing_left(tmp_path, first):
+    """RLIMIT_FSIZE stands in for a full disk: a write past it fails with EFBIG. Big
+    lossless frames fill the video first; tiny frames at crf 51 fill the log first."""
+    size, frames, crf, limit = (((320, 240), 40, "0", 60_000) if first == "video"
+                                else ((64, 48), 300, "51", 20_000))
+    src = make_clip(tmp_path / "in.mp4", width=size[0], height=size[1], frames=frames,
+                    options={"preset": "ultrafast"})
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = {**os.environ, "VIDRESTORE_HOME": str(tmp_path / "models")}
+    proc = subprocess.run([sys.executable, "-m", "vidrestore", str(src), str(out_dir / "o.mp4"),
+                           *FAST, "--scale", "1", "--crf", crf],
+                          cwd=ROOT, env=env, capture_output=True, text=True,
+                          preexec_fn=_limit_file_size(limit), timeout=120)
+    assert proc.returncode == 5, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vidrestore: error: "), proc.stderr
+    assert "o.mp4" in lines[0]
+    assert list(out_dir.iterdir()) == []
+
+
+def test_log_disk_full_exits_5_and_leaves_nothing(cli, tmp_path, monkeypatch):
+    import vidrestore.runlog as runlog
+
+    class FullFile:
+        """A text file on a disk with room for `room` characters."""
+
+        def __init__(self, path, *args, **kwargs):
+            self.raw = open(path, *args, **kwargs)  # noqa: SIM115
+            self.room = 300
+
+        def write(self, text):
+            self.room -= len(text)
+            if self.room < 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.raw.write(text)
+
+        def close(self):
+            self.raw.close()
+            if self.room < 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        @property
+        def buffer(self):
+            return self.raw.buffer
+
+    monkeypatch.setattr(runlog, "open", FullFile, raising=False)
+    src = make_clip(tmp_path / "in.mp4", frames=8)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = cli(src, out_dir / "o.mp4", *FAST, "--scale", "1")
+    _one_error_line(result, 5, "o.mp4.jsonl", "No space left")
+    assert list(out_dir.iterdir()) == []
