@@ -256,6 +256,7 @@ def _load(config: str | None, flags: dict[str, Any]):
 def _run(job, debug: bool):
     """Run `job`; turn our errors into one line and an exit code, Ctrl-C into 130."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)  # a closed terminal: clean up the same way
     try:
         return job()
     except VidrestoreError as exc:

@@ -10,9 +10,9 @@ from typing import Any
 
 from . import __version__
 from .config import RunConfig
-from .destination import (check_destination, check_distinct, commit, partial_path,
+from .destination import (check_destination, check_distinct, commit, name_max, partial_path,
                           remove_stale_partials)
-from .errors import EncodeError, VidrestoreError
+from .errors import EncodeError, OutputError, VidrestoreError
 from .device import resolve_device
 from .io.plan import plan_output
 from .io.probe import probe
@@ -45,6 +45,9 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
     check_destination(src, dst, overwrite)
     plan = plan_output(info, dst, cfg.scale, cfg.encode)
     log_final = Path(log_path) if log_path else default_log_path(dst)
+    if not log_path and len(log_final.name.encode()) > name_max(dst.parent):
+        raise OutputError(f"{dst}: the log's name {dst.name}.jsonl would be longer than the "
+                          "file system allows; give the log a path with --log")
     check_distinct(dst, log_final)
     check_destination(src, log_final, overwrite)
     device = resolve_device(cfg.device)

@@ -102,3 +102,94 @@ def test_log_disk_full_exits_5_and_leaves_nothing(cli, tmp_path, monkeypatch):
     result = cli(src, out_dir / "o.mp4", *FAST, "--scale", "1")
     _one_error_line(result, 5, "o.mp4.jsonl", "No space left")
     assert list(out_dir.iterdir()) == []
+
+
+# --- 2. the log and OUT in one place -----------------------------------------------------
+
+
+def test_log_equal_to_out_or_its_partial_is_refused(cli, tmp_path):
+    from vidrestore.destination import partial_path
+
+    src = make_clip(tmp_path / "in.mp4", frames=3)
+    out = tmp_path / "out" / "o.mp4"
+    out.parent.mkdir()
+    for log in (out, out.parent / "." / "o.mp4", partial_path(out)):
+        result = cli(src, out, *FAST, "--log", log)
+        _one_error_line(result, 2, "--log")
+        assert list(out.parent.iterdir()) == []
+
+
+# --- 8. OUT that appears during the run ----------------------------------------------------
+
+
+def test_out_that_appears_during_the_run_is_not_replaced(cli, tmp_path, monkeypatch):
+    import vidrestore.run as run
+
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    out = tmp_path / "o.mp4"
+    real = run.Pipeline.run
+
+    def run_then_someone_writes_out(self, *args, **kwargs):
+        stats = real(self, *args, **kwargs)
+        out.write_bytes(b"precious")
+        return stats
+
+    monkeypatch.setattr(run.Pipeline, "run", run_then_someone_writes_out)
+    result = cli(src, out, *FAST, "--scale", "1")
+    _one_error_line(result, 2, "appeared", "--overwrite")
+    assert out.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "o.mp4"]
+    result = cli(src, out, *FAST, "--scale", "1", "--overwrite")
+    _ok(result, tmp_path / "o.mp4.jsonl")
+    assert len(frame_times(out)) == 4
+
+
+# --- 14. a long but legal OUT name -----------------------------------------------------------
+
+
+def test_long_output_name_works_and_a_too_long_log_name_is_one_line(cli, tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=3)
+    out = tmp_path / ("x" * 251 + ".mp4")  # 255 bytes: the most ext4 and tmpfs take
+    log = tmp_path / "run.jsonl"
+    _ok(cli(src, out, *FAST, "--scale", "1", "--log", log), log)
+    assert len(frame_times(out)) == 3
+    out.unlink()
+    _one_error_line(cli(src, out, *FAST, "--scale", "1"), 2, "--log")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "run.jsonl"]
+
+
+# --- 17. SIGHUP and partials of killed runs ------------------------------------------------
+
+
+def test_sighup_leaves_nothing(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", width=320, height=240, frames=400)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = {**os.environ, "VIDRESTORE_HOME": str(tmp_path / "models")}
+    proc = subprocess.Popen([sys.executable, "-m", "vidrestore", str(src),
+                             str(out_dir / "o.mp4"), *FAST, "--preset", "slow"],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    import time
+
+    deadline = time.monotonic() + 60
+    while not any(out_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGHUP)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert list(out_dir.iterdir()) == []
+
+
+def test_partials_of_killed_runs_are_removed_by_the_next_run(cli, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    live = str(os.getppid())  # a process that is surely running
+    stale = [tmp_path / f".o.mp4.partial-{dead}.mp4",
+             tmp_path / f".o.mp4.jsonl.partial-{dead}.jsonl"]
+    running = tmp_path / f".b.mp4.partial-{live}.mp4"
+    for path in (*stale, running):
+        path.write_bytes(b"half")
+    src = make_clip(tmp_path / "in.mp4", frames=3)
+    _ok(cli(src, tmp_path / "o.mp4", *FAST, "--scale", "1"), tmp_path / "o.mp4.jsonl")
+    assert not any(p.exists() for p in stale)
+    assert running.exists()
