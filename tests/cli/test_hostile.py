@@ -193,3 +193,39 @@ def test_partials_of_killed_runs_are_removed_by_the_next_run(cli, tmp_path):
     _ok(cli(src, tmp_path / "o.mp4", *FAST, "--scale", "1"), tmp_path / "o.mp4.jsonl")
     assert not any(p.exists() for p in stale)
     assert running.exists()
+
+
+# --- 7. file names with a colon ---------------------------------------------------------------
+
+
+def test_names_with_a_colon_are_files_not_urls(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_clip(tmp_path / "clip12:30.mp4", frames=4)
+    make_clip(tmp_path / "pipe:0.mp4", frames=5)
+    for src, out in (("clip12:30.mp4", "out12:30.mp4"), ("pipe:0.mp4", "pipe:1.mp4")):
+        _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / f"{out}.jsonl")
+        assert len(frame_times(tmp_path / out)) == len(frame_times(tmp_path / src))
+
+
+# --- 13. bad encoder options ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix,args,needle", [
+    (".mp4", ["--codec", "aac"], "audio encoder"),
+    (".mp4", ["--codec", "h264_cuvid"], "not an encoder"),
+    (".mkv", ["--codec", "png"], "cannot be written to .mkv"),
+    (".mp4", ["--codec", "rawvideo"], "cannot be written to .mp4"),
+    (".mp4", ["--preset", "bogus"], "'bogus' is not a preset"),
+])
+def test_bad_encoder_options_are_one_line_exit_2(cli, tmp_path, suffix, args, needle):
+    src = make_clip(tmp_path / "in.mp4", frames=3)
+    _one_error_line(cli(src, tmp_path / f"o{suffix}", *FAST, *args), 2, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+@pytest.mark.parametrize("suffix,codec", [(".mp4", "mjpeg"), (".mkv", "rawvideo")])
+def test_encoders_that_need_their_own_pixel_format_still_work(cli, tmp_path, suffix, codec):
+    src = make_clip(tmp_path / "in.mp4", frames=3)
+    out = tmp_path / f"o{suffix}"
+    _ok(cli(src, out, *FAST, "--scale", "1", "--codec", codec), tmp_path / f"o{suffix}.jsonl")
+    assert frame_times(out) == frame_times(src)

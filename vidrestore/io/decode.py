@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 
 from ..errors import DeviceError, InputError
 from ..frames import Frame
-from .probe import MediaInfo
+from .probe import MediaInfo, local_url
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[i
     container = _open_with_hwaccel(info, hwaccel) if hwaccel.kind != "none" else None
     if container is None:
         try:
-            container = av.open(str(info.path), metadata_errors="replace")
+            container = av.open(local_url(info.path), metadata_errors="replace")
         except av.FFmpegError as exc:
             raise InputError(f"{info.path}: not a readable video ({exc})") from exc
     with container:
@@ -131,7 +131,7 @@ def _open_with_hwaccel(info: MediaInfo, hwaccel: HardwareDecode):
 
     try:
         accel = HWAccel("cuda", device=str(hwaccel.device_index), allow_software_fallback=True)
-        return av.open(str(info.path), metadata_errors="replace", hwaccel=accel)
+        return av.open(local_url(info.path), metadata_errors="replace", hwaccel=accel)
     except (av.FFmpegError, NotImplementedError, RuntimeError) as exc:
         if hwaccel.kind == "cuda":
             raise DeviceError(f"{info.path}: cannot decode on the GPU ({exc}); use --hwdecode "

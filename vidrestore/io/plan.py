@@ -93,8 +93,10 @@ def plan_output(info: MediaInfo, out: Path, scale: int, enc: EncodeConfig,
         return OutputPlan(out, kind, width, height, image_format=IMAGE_FORMATS[out.suffix.lower()])
     muxer, default_codec, audio_ok, audio_fallback, subs_ok = _CONTAINERS[out.suffix.lower()]
     codec = default_codec if enc.codec == "auto" else enc.codec
-    _check_codec(codec)
     pix_fmt = enc.pix_fmt if enc.pix_fmt != "auto" else _pick_pix_fmt(info, codec, width, height)
+    from .encode import check_encoder  # encode imports this module
+
+    pix_fmt = check_encoder(codec, muxer, out.suffix, pix_fmt, enc)
     sides = tuple(_plan_side(s, audio_ok, audio_fallback, subs_ok) for s in info.side_streams)
     return OutputPlan(out, kind, width, height, muxer, codec, pix_fmt, sides)
 
@@ -116,11 +118,3 @@ def _pick_pix_fmt(info: MediaInfo, codec: str, width: int, height: int) -> str:
         log.info("odd output size %dx%d: encoding as 4:4:4", width, height)
         return "yuv444p10le" if deep else "yuv444p"
     return "yuv420p10le" if deep else "yuv420p"
-
-
-def _check_codec(codec: str) -> None:
-    import av  # local: only io modules import av, and plan is one of them
-
-    if codec not in av.codecs_available:
-        raise ConfigError(f"encode.codec: {codec!r} is not available in this PyAV build; "
-                          "try libx264, libx265, libvpx-vp9 or libsvtav1")

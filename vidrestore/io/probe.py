@@ -46,6 +46,13 @@ class MediaInfo:
     has_alpha: bool = False
 
 
+def local_url(path: str | os.PathLike[str]) -> str:
+    """What to hand `av.open` for a local file: FFmpeg reads a name with a colon in it
+    (`clip12:30.mp4`, `pipe:0.mp4`) as a protocol URL, so every path goes through the file
+    protocol explicitly."""
+    return "file:" + os.path.abspath(path)
+
+
 def media_kind(path: Path) -> str | None:
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
@@ -93,7 +100,7 @@ def _probe_image(path: Path) -> MediaInfo:
 
 def _probe_video(path: Path) -> MediaInfo:
     try:
-        container = av.open(str(path), metadata_errors="replace")
+        container = av.open(local_url(path), metadata_errors="replace")
     except av.FFmpegError as exc:
         raise InputError(f"{path}: not a readable video ({_reason(exc)})") from exc
     with container:
