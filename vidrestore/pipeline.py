@@ -96,7 +96,8 @@ class Pipeline:
     def _decode(self) -> None:
         try:
             frames = read_frames(self.info, self._side.put, self.plan.reencode_indices,
-                                 self.hwaccel, on_decoder=self._note_decoder)
+                                 self.hwaccel, on_decoder=self._note_decoder,
+                                 on_warning=self.stats.warnings.append)
             started = time.perf_counter()
             for frame in frames:
                 frame.timings_ms["decode"] = (time.perf_counter() - started) * 1000

@@ -69,6 +69,7 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
         summary = {
             "version": __version__, "input": str(src), "output": str(dst),
             "frames_in": stats.frames_in, "frames_out": stats.frames_out,
+            "frames_declared": _declared_frames(info),
             "failed_frames": stats.failed_frames, "wall_s": round(wall_s, 3),
             "fps": round(stats.frames_out / wall_s, 3) if wall_s else None,
             "device": str(device), "scale": cfg.scale, "batch_size": cfg.batch_size,
@@ -96,6 +97,16 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
             except OSError:
                 log.warning("cannot remove %s", leftover)
         raise
+
+
+def _declared_frames(info) -> int | None:
+    """How many frames the container says the video has (its index, or its declared end
+    at the stream's rate); None when it does not say."""
+    if info.frame_count:
+        return info.frame_count
+    if info.end_s and info.rate:
+        return round(info.end_s * info.rate)
+    return None if info.kind == "video" else 1
 
 
 def _commit(partial: Path, dst: Path, log_partial: Path, log_final: Path,

@@ -229,3 +229,84 @@ def test_encoders_that_need_their_own_pixel_format_still_work(cli, tmp_path, suf
     out = tmp_path / f"o{suffix}"
     _ok(cli(src, out, *FAST, "--scale", "1", "--codec", codec), tmp_path / f"o{suffix}.jsonl")
     assert frame_times(out) == frame_times(src)
+
+
+# --- 3. a stream that ends early ------------------------------------------------------------
+
+
+def _truncated(path: Path, keep: float) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def _garbage_in_the_middle(path: Path) -> Path:
+    data = bytearray(path.read_bytes())
+    start = len(data) // 3
+    data[start:start + 2000] = b"\xab" * 2000
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("suffix,damage", [(".mkv", "truncated"), (".webm", "truncated"),
+                                           (".mkv", "garbage"), (".webm", "garbage")])
+def test_a_stream_that_ends_early_is_filled_to_its_declared_end_and_says_so(
+        cli, tmp_path, suffix, damage):
+    codec = "libvpx-vp9" if suffix == ".webm" else "libx264"
+    whole = make_clip(tmp_path / f"whole{suffix}", frames=30, width=160, height=120,
+                      codec=codec, options={"bf": "0"} if codec == "libx264" else {})
+    src = tmp_path / f"in{suffix}"
+    src.write_bytes(whole.read_bytes())
+    (_truncated(src, 0.5) if damage == "truncated" else _garbage_in_the_middle(src))
+    assert len(frame_times(src)) < 30  # the demuxer stops early, without an error
+    out = tmp_path / f"out{suffix}"
+    result = cli(src, out, *[a for a in FAST if a != "--quiet"], "--scale", "1")
+    summary = _ok(result, tmp_path / f"out{suffix}.jsonl")
+    assert "ends at" in result.output and "before the 1.200 s" in result.output
+    assert frame_times(out) == frame_times(whole)
+    assert summary["frames_declared"] == 30 and summary["frames_out"] == 30
+    assert any("ends at" in w for w in summary["warnings"])
+    records = [json.loads(x) for x in (tmp_path / f"out{suffix}.jsonl").read_text().splitlines()]
+    assert any("stream ended early" in " ".join(r.get("warnings", [])) for r in records[:-1])
+
+
+def _point_a_chunk_past_the_end(path: Path) -> Path:
+    """An mp4 whose second chunk offset (stco) points past the end of the file."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"stco")
+    count = int.from_bytes(data[at + 8:at + 12], "big")
+    assert count > 2
+    entry = at + 12 + 4  # the second entry
+    data[entry:entry + 4] = (len(data) + 4096).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_mp4_with_a_chunk_offset_past_the_end_is_refused(cli, tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=60, width=160, height=120, faststart=True,
+                    options={"bf": "0"}, audio="aac")  # audio interleaved: several chunks
+    _point_a_chunk_past_the_end(src)
+    result = cli(src, tmp_path / "o.mp4", *FAST)
+    _one_error_line(result, 2, "truncated", str(src))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+# --- 9. a damaged first keyframe ----------------------------------------------------------
+
+
+def test_damaged_first_keyframe_does_not_refuse_a_clip_that_decodes(cli, tmp_path):
+    import numpy as np
+
+    from tests.media import _packet_payloads
+
+    src = make_clip(tmp_path / "in.mp4", frames=60, gop=10, options={"bf": "0"})
+    expected = frame_times(src)
+    offset, size, key, _ = _packet_payloads(src)[0]
+    assert key
+    with open(src, "r+b") as f:  # keep NAL length and header, scramble the slice
+        f.seek(offset + 8)
+        f.write(np.random.default_rng(7).integers(0, 256, size - 8, dtype=np.uint8).tobytes())
+    out = tmp_path / "o.mp4"
+    summary = _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / "o.mp4.jsonl")
+    assert frame_times(out) == expected
+    assert summary["frames_out"] == 60

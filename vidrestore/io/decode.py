@@ -40,6 +40,7 @@ class SidePacket:
 
 SideSink = Callable[[SidePacket], None]
 DecoderSink = Callable[[str], None]  # told which decoder runs: "software" or "cuda"
+WarningSink = Callable[[str], None]  # told what the run's summary should say
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,20 @@ class HardwareDecode:
 def read_frames(
     info: MediaInfo, on_side: SideSink | None = None, reencode: frozenset[int] = frozenset(),
     hwaccel: HardwareDecode = HardwareDecode(), on_decoder: DecoderSink | None = None,
+    on_warning: WarningSink | None = None,
 ) -> Iterator[Frame]:
     """Yield every frame of `info.path`; hand side-stream data to `on_side`.
 
     `reencode` holds the indices of side streams whose packets must be decoded to audio
     frames (the output container does not take their codec). `on_decoder` hears once which
-    decoder the video goes through.
+    decoder the video goes through; `on_warning` hears what concerns the whole stream (it
+    ended early).
     """
     if info.kind == "image":
         yield read_image(info)
         return
-    yield from _read_video(info, on_side, reencode, hwaccel, on_decoder or (lambda _: None))
+    yield from _read_video(info, on_side, reencode, hwaccel, on_decoder or (lambda _: None),
+                           on_warning or (lambda _: None))
 
 
 def read_image(info: MediaInfo) -> Frame:
@@ -92,7 +96,7 @@ def _to_rgb8(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[int],
-                hwaccel: HardwareDecode, on_decoder: DecoderSink):
+                hwaccel: HardwareDecode, on_decoder: DecoderSink, on_warning: WarningSink):
     container = _open_with_hwaccel(info, hwaccel) if hwaccel.kind != "none" else None
     if container is None:
         try:
@@ -107,7 +111,7 @@ def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[i
         if on_side is not None:
             wanted += [container.streams[s.index] for s in info.side_streams]
         repair = _TimestampRepair(info)
-        for packet in container.demux(wanted):
+        for packet in _demux(info, container, wanted, repair):
             if packet.stream.index != video.index:
                 _pass_side(packet, on_side, reencode)
                 continue
@@ -122,6 +126,23 @@ def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[i
         yield from repair.finish()  # demux ended with a flush packet, so nothing is held
         if repair.count == 0:
             raise InputError(f"{info.path}: video stream has zero decodable frames")
+        yield from repair.fill_to_end(on_warning)
+
+
+def _demux(info: MediaInfo, container, wanted, repair: _TimestampRepair) -> Iterator[av.Packet]:
+    """The container's packets; a demuxer error ends the stream (what is missing after it
+    is filled in by `fill_to_end`) instead of the run."""
+    packets = container.demux(wanted)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.FFmpegError as exc:
+            log.warning("%s: the container cannot be read past this point (%s)", info.path, exc)
+            repair.errors.append(str(exc))
+            return
+        yield packet
 
 
 def _open_with_hwaccel(info: MediaInfo, hwaccel: HardwareDecode):
@@ -176,6 +197,7 @@ class _TimestampRepair:
         self._last: Frame | None = None
         self._expected: list[int] = []
         self._step = _frame_step(info)
+        self._last_duration = self._step
 
     def demuxed(self, packet: av.Packet) -> None:
         if packet.pts is not None and not packet.is_discard:
@@ -195,10 +217,35 @@ class _TimestampRepair:
             heapq.heappop(self._expected)
         warnings = ["decoder marked this frame corrupt"] if av_frame.is_corrupt else []
         yield from self._push(image, pts, warnings)
+        self._last_duration = av_frame.duration or self._step
 
     def finish(self) -> Iterator[Frame]:
         if self._last is not None:
             yield from self._fill_lost_before(None, self._last.image)
+
+    def fill_to_end(self, on_warning: WarningSink) -> Iterator[Frame]:
+        """A stream that stops before the end its container declares (a truncated or damaged
+        file the demuxer gave up on) is filled to that end with the last frame, at the
+        stream's frame step, each filled frame logged; the console and the summary say so."""
+        end_s, last = self.info.end_s, self._last
+        if end_s is None or last is None:
+            return
+        end_pts = end_s / self.info.time_base
+        last_end = last.pts + self._last_duration
+        missing = int((end_pts - last_end) / self._step + 0.25)
+        if missing < 1:
+            return
+        ended_s = float(last_end * self.info.time_base)
+        message = (f"{self.info.path}: the video stream ends at {ended_s:.3f} s, before the "
+                   f"{end_s:.3f} s its container declares ({missing} frames missing); filled "
+                   "with the last frame")
+        log.warning("%s", message)
+        on_warning(message)
+        pts = last_end
+        for _ in range(missing):
+            yield from self._push(last.image.copy(), pts,
+                                  ["stream ended early; repeated the last frame"])
+            pts += self._step
 
     def _fill_lost_before(self, pts: int | None, fallback: np.ndarray) -> Iterator[Frame]:
         while self._expected and (pts is None or self._expected[0] < pts):

@@ -44,6 +44,7 @@ class MediaInfo:
     color: dict[str, int] = field(default_factory=dict)
     side_streams: tuple[SideStream, ...] = ()
     has_alpha: bool = False
+    end_s: float | None = None  # where the container says the video stream ends (seconds)
 
 
 def local_url(path: str | os.PathLike[str]) -> str:
@@ -135,6 +136,7 @@ def _probe_video(path: Path) -> MediaInfo:
             "color_trc": int(ctx.color_trc),
         }
         return MediaInfo(
+            end_s=_declared_end(stream),
             path=path,
             kind="video",
             width=width,
@@ -152,25 +154,60 @@ def _probe_video(path: Path) -> MediaInfo:
 
 
 def _check_index_complete(path: Path, stream: av.video.stream.VideoStream) -> None:
-    """An indexed container whose index points past the end of the file was cut short."""
+    """An indexed container (mp4, mov, avi) any of whose entries points past the end of the
+    file was cut short or is damaged: the demuxer would stop there without a word."""
     entries = stream.index_entries
-    if not entries:
-        return
-    last = entries[len(entries) - 1]
     size = path.stat().st_size
-    if last.pos > 0 and last.pos + last.size > size:
-        raise InputError(
-            f"{path}: truncated (the index needs {last.pos + last.size} bytes, the file has {size})"
-        )
+    for i in range(len(entries)):
+        entry = entries[i]
+        if entry.pos > 0 and entry.pos + entry.size > size:
+            where = "the index needs" if i == len(entries) - 1 else f"index entry {i} of " \
+                f"{len(entries)} points to"
+            raise InputError(
+                f"{path}: truncated ({where} {entry.pos + entry.size} bytes, the file has {size})"
+            )
+
+
+_PROBE_PACKETS = 250  # how far to look for a first decodable frame past damaged packets
 
 
 def _first_frame(path: Path, container: av.container.InputContainer, stream) -> av.VideoFrame:
+    """The first frame that decodes; damaged packets before it are skipped (the decoder
+    fills them in later), so a damaged first keyframe does not refuse a clip that decodes."""
+    first_error: av.FFmpegError | None = None
+    packets = 0
     try:
-        for frame in container.decode(stream):
-            return frame
+        for packet in container.demux(stream):
+            packets += 1
+            try:
+                for frame in packet.decode():
+                    return frame
+            except av.FFmpegError as exc:
+                first_error = first_error or exc
+            if packets >= _PROBE_PACKETS:
+                break
     except av.FFmpegError as exc:
-        raise InputError(f"{path}: video cannot be decoded ({_reason(exc)})") from exc
+        first_error = first_error or exc
+    if first_error is not None:
+        raise InputError(f"{path}: video cannot be decoded ({_reason(first_error)})") \
+            from first_error
     raise InputError(f"{path}: video stream has zero frames")
+
+
+def _declared_end(stream) -> float | None:
+    """Where the container says the video stream ends: its duration (mp4, mov, avi) or
+    Matroska's per-track DURATION tag; None when it does not say."""
+    if stream.duration is not None and stream.duration > 0:
+        start = stream.start_time or 0
+        return float((start + stream.duration) * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    return None
 
 
 def _bit_depth(fmt: av.VideoFormat) -> int:
