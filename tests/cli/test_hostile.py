@@ -310,3 +310,140 @@ def test_damaged_first_keyframe_does_not_refuse_a_clip_that_decodes(cli, tmp_pat
     summary = _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / "o.mp4.jsonl")
     assert frame_times(out) == expected
     assert summary["frames_out"] == 60
+
+
+# --- 11 (and 4, 5). every container the README lists keeps every timestamp ---------------
+
+
+def _video_timeline(path: Path) -> tuple[list, object]:
+    """Sorted presentation times of the video packets and where the last one ends."""
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        packets = [p for p in c.demux(stream) if p.size]
+        times = sorted(p.pts * p.time_base for p in packets)
+        end = max((p.pts + p.duration) * p.time_base for p in packets)
+    return times, end
+
+
+def _audio_packets(path: Path) -> list:
+    from tests.conftest import packets
+
+    return packets(path, "audio")
+
+
+@pytest.mark.parametrize("suffix,video,audio,vfr", [
+    (".mp4", "libx264", "aac", False), (".m4v", "libx264", "aac", False),
+    (".mov", "libx264", "aac", False), (".mkv", "libx264", "aac", False),
+    (".avi", "libx264", "mp3", False), (".webm", "libvpx-vp9", "opus", False),
+    (".mp4", "libx264", "aac", True), (".mkv", "libx264", "opus", True),
+])
+def test_round_trip_keeps_frames_timestamps_duration_and_audio(cli, tmp_path, suffix, video,
+                                                               audio, vfr):
+    src = make_clip(tmp_path / f"in{suffix}", frames=25, codec=video, audio=audio, vfr=vfr)
+    out = tmp_path / f"out{suffix}"
+    _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / f"out{suffix}.jsonl")
+    assert _video_timeline(out) == _video_timeline(src)
+    assert len(frame_times(out)) == 25
+    assert sorted(frame_times(out)) == sorted(frame_times(src))
+    assert _audio_packets(out) == _audio_packets(src)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_mp3_in_avi_is_copied_not_reencoded(cli, tmp_path, suffix):
+    src = make_clip(tmp_path / "in.avi", frames=25, audio="mp3")
+    out = tmp_path / f"out{suffix}"
+    result = cli(src, out, *[a for a in FAST if a != "--quiet"], "--scale", "1")
+    _ok(result, tmp_path / f"out{suffix}.jsonl")
+    assert "re-encoded" not in result.output
+    assert [p for _, p in _audio_packets(out)] == [p for _, p in _audio_packets(src)]
+
+
+def test_aac_from_mp4_into_mkv_does_not_shift_the_video(cli, tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=25, audio="aac")
+    out = tmp_path / "out.mkv"
+    _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / "out.mkv.jsonl")
+    assert frame_times(out) == frame_times(src)
+
+
+# --- 4. re-encoded audio starts where it started and keeps its holes -----------------------
+
+
+def _clip_with_audio_segments(path: Path, segments: list[tuple[float, float]]) -> Path:
+    """25 frames (1 s) of video and pcm_s16le audio only within `segments` (seconds)."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from tests.media import make_frame
+
+    rate = 48000
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio = c.add_stream("pcm_s16le", rate=rate)
+        audio.layout = "stereo"
+        for i in range(25):
+            frame = av.VideoFrame.from_ndarray(make_frame(i, 96, 64), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            for packet in video.encode(frame):
+                c.mux(packet)
+        for start, end in segments:
+            for at in range(round(start * rate), round(end * rate), 1024):
+                n = min(1024, round(end * rate) - at)
+                t = np.arange(at, at + n) / rate
+                tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+                frame = av.AudioFrame.from_ndarray(np.repeat(tone[None], 2, 0).T.reshape(1, -1),
+                                                   format="s16", layout="stereo")
+                frame.sample_rate, frame.pts, frame.time_base = rate, at, Fraction(1, rate)
+                for packet in audio.encode(frame):
+                    c.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode(None):
+                c.mux(packet)
+    return path
+
+
+def _decoded_audio(path: Path) -> tuple[float, float, "np.ndarray"]:
+    """First sample's time, last sample's end, and the mono samples of the first audio."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as c:
+        frames = list(c.decode(c.streams.audio[0]))
+    first = float(frames[0].pts * frames[0].time_base)
+    last = frames[-1]
+    end = float(last.pts * last.time_base) + last.samples / last.sample_rate
+    samples = np.concatenate([f.to_ndarray().reshape(-1, f.samples)[0] for f in frames])
+    return first, end, samples
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_reencoded_audio_keeps_its_start_and_its_holes(cli, tmp_path, suffix):
+    import numpy as np
+
+    src = _clip_with_audio_segments(tmp_path / "in.mkv", [(0.2, 0.5), (0.7, 1.0)])
+    out = tmp_path / f"out{suffix}"
+    result = cli(src, out, *[a for a in FAST if a != "--quiet"], "--scale", "1")
+    _ok(result, tmp_path / f"out{suffix}.jsonl")
+    assert "re-encoded as" in result.output
+    first, end, samples = _decoded_audio(out)
+    assert abs(first - 0.2) < 0.03 and abs(end - 1.0) < 0.03
+    rate = 48000
+    loud = np.abs(samples.astype(np.float64)) > 0.05 * np.abs(samples).max()
+    # the hole (0.5-0.7 s) is silent, the sound on either side of it is where it was
+    hole = slice(round((0.55 - first) * rate), round((0.65 - first) * rate))
+    assert not loud[hole].any()
+    assert loud[round((0.75 - first) * rate):round((0.95 - first) * rate)].mean() > 0.5
+    assert frame_times(out) == frame_times(src)
+
+
+def test_audio_with_a_coarse_time_base_is_reencoded_in_step(cli, tmp_path):
+    src = make_clip(tmp_path / "in.avi", frames=25, audio="mp3")  # audio time base 3/125
+    out = tmp_path / "out.webm"
+    _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / "out.webm.jsonl")
+    first, end, _ = _decoded_audio(out)
+    src_first, src_end, _ = _decoded_audio(src)
+    assert abs(first - src_first) < 0.03 and abs(end - src_end) < 0.03

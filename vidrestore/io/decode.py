@@ -198,10 +198,17 @@ class _TimestampRepair:
         self._expected: list[int] = []
         self._step = _frame_step(info)
         self._last_duration = self._step
+        # AVI stores no presentation times: a frame comes out of the decoder (in
+        # presentation order) with the time of the packet it came in (decode order), so
+        # with B-frames the times are shuffled. Frames take the packets' slots in order.
+        self._reorder = info.container == "avi"
 
     def demuxed(self, packet: av.Packet) -> None:
-        if packet.pts is not None and not packet.is_discard:
-            heapq.heappush(self._expected, packet.pts)
+        # AVI: the dts is the frame's slot as written; the pts FFmpeg makes up from it
+        # is shifted by the decoder's reorder delay, which differs between encoders.
+        ts = packet.dts if self._reorder else packet.pts
+        if ts is not None and not packet.is_discard:
+            heapq.heappush(self._expected, ts)
 
     def failed(self, packet: av.Packet, exc: Exception) -> None:
         log.warning("%s: decode error near pts %s (%s)", self.info.path, packet.pts, exc)
@@ -209,6 +216,8 @@ class _TimestampRepair:
 
     def emit(self, av_frame: av.VideoFrame) -> Iterator[Frame]:
         pts = av_frame.pts
+        if self._reorder and self._expected:
+            pts = self._expected[0]
         if pts is None:
             pts = self._last.pts + self._step if self._last else 0
         image = _upright_rgb(av_frame, self.info.rotation)
@@ -216,7 +225,7 @@ class _TimestampRepair:
         while self._expected and self._expected[0] == pts:
             heapq.heappop(self._expected)
         warnings = ["decoder marked this frame corrupt"] if av_frame.is_corrupt else []
-        yield from self._push(image, pts, warnings)
+        yield from self._push(image, pts, warnings, av_frame.duration or 0)
         self._last_duration = av_frame.duration or self._step
 
     def finish(self) -> Iterator[Frame]:
@@ -255,11 +264,13 @@ class _TimestampRepair:
             yield from self._push(source.copy(), lost,
                                   [f"frame lost in decoding ({why}); repeated a neighbour"])
 
-    def _push(self, image: np.ndarray, pts: int, warnings: list[str]) -> Iterator[Frame]:
+    def _push(self, image: np.ndarray, pts: int, warnings: list[str],
+              duration: int = 0) -> Iterator[Frame]:
         if self._last is not None and pts <= self._last.pts:
             warnings = [*warnings, f"non-increasing pts {pts} moved to {self._last.pts + 1}"]
             pts = self._last.pts + 1
-        frame = Frame(self.count, image, pts, self.info.time_base, warnings)
+        frame = Frame(self.count, image, pts, self.info.time_base, warnings,
+                      duration=duration)
         self.count += 1
         self._last = frame
         yield frame

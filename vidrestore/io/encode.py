@@ -38,16 +38,18 @@ class VideoWriter:
     def __init__(self, path: Path, plan: OutputPlan, info: MediaInfo, enc: EncodeConfig):
         self.path, self.plan, self.info = path, plan, info
         try:
-            self.container = av.open(local_url(path), "w", format=plan.muxer)
+            self.container = av.open(local_url(path), "w", format=plan.muxer,
+                                     options=_muxer_options(plan.muxer))
         except av.FFmpegError as exc:
             raise EncodeError(f"{plan.path}: cannot create output ({exc})") from exc
         self.video = self._add_video_stream(enc)
         self._side_streams: dict[int, av.stream.Stream] = {}
-        self._resamplers: dict[int, tuple[av.AudioResampler, av.AudioFifo]] = {}
+        self._resamplers: dict[int, _Reencoder] = {}
         for side in plan.sides:
             self._add_side_stream(side)
         self._pending: deque[SidePacket] = deque()
         self._last_pts: int | None = None
+        self._durations: dict[int, int] = {}  # pts -> duration of frames in the encoder
 
     def _add_video_stream(self, enc: EncodeConfig) -> av.video.stream.VideoStream:
         info, plan = self.info, self.plan
@@ -61,6 +63,8 @@ class VideoWriter:
             if value:  # 0/2 mean unspecified; leave FFmpeg's defaults
                 setattr(ctx, key, value)
         stream.options = _codec_options(plan.codec, enc)
+        if plan.muxer == "avi":
+            ctx.max_b_frames = 0  # AVI keeps no presentation times: B-frames would shuffle them
         _set_threads(ctx, plan.codec, enc.threads)
         if info.rotation:
             stream.set_display_rotation(info.rotation)
@@ -78,10 +82,11 @@ class VideoWriter:
                 ctx = template.codec_context
                 rate = ctx.sample_rate if side.codec != "libopus" else 48000
                 out = self.container.add_stream(side.codec, rate=rate)
-                out.layout = ctx.layout.name if ctx.layout.nb_channels <= 2 else "stereo"
+                # by channel count: a layout without an order ("2 channels") opens no encoder
+                out.layout = "mono" if ctx.layout.nb_channels == 1 else "stereo"
+                out.time_base = out.codec_context.time_base = Fraction(1, rate)
                 fmt = out.codec_context.codec.audio_formats[0].name
-                resampler = av.AudioResampler(format=fmt, layout=out.layout, rate=rate)
-                self._resamplers[src.index] = (resampler, av.AudioFifo())
+                self._resamplers[src.index] = _Reencoder(fmt, out.layout.name, rate)
             if template.language:
                 out.metadata["language"] = template.language
         self._side_streams[src.index] = out
@@ -96,14 +101,24 @@ class VideoWriter:
         vf = vf.reformat(format=self.plan.pix_fmt, dst_colorspace=ctx.colorspace or None,
                          dst_color_range=ctx.color_range or None)
         vf.pts, vf.time_base = frame.pts, frame.time_base
+        if frame.duration:
+            self._durations[frame.pts] = frame.duration
         try:
             self._mux_side_until(frame.time + _AUDIO_LEAD_S)
             for packet in self.video.encode(vf):
-                self.container.mux(packet)
+                self._mux_video(packet)
         except (av.FFmpegError, OSError) as exc:
             raise EncodeError(f"{self.plan.path}: encoding frame {frame.index} failed "
                               f"({_why(exc)})") from exc
         self._last_pts = frame.pts
+
+    def _mux_video(self, packet: av.Packet) -> None:
+        """Each packet keeps its frame's duration: the last frame's, after a jump or in a
+        VFR stream, would otherwise be guessed from the average rate."""
+        duration = self._durations.pop(packet.pts, None)
+        if duration:
+            packet.duration = duration
+        self.container.mux(packet)
 
     def add_side(self, side: SidePacket) -> None:
         self._pending.append(side)
@@ -120,16 +135,13 @@ class VideoWriter:
             side.item.stream = out
             self.container.mux(side.item)
             return
-        resampler, fifo = self._resamplers[side.stream_index]
-        side.item.pts = None  # the fifo keeps a continuous sample count
-        for chunk in resampler.resample(side.item):
-            fifo.write(chunk)
-        self._drain_fifo(out, fifo, final=False)
+        reencoder = self._resamplers[side.stream_index]
+        reencoder.add(side.item, side.time)
+        self._drain_fifo(out, reencoder, final=False)
 
-    def _drain_fifo(self, out, fifo: av.AudioFifo, final: bool) -> None:
+    def _drain_fifo(self, out, reencoder: _Reencoder, final: bool) -> None:
         size = out.codec_context.frame_size or 1024
-        while fifo.samples >= size or (final and fifo.samples):
-            chunk = fifo.read(min(size, fifo.samples))
+        for chunk in reencoder.chunks(size, final):
             for packet in out.encode(chunk):
                 self.container.mux(packet)
 
@@ -137,13 +149,12 @@ class VideoWriter:
         """Flush every encoder and finish the container."""
         try:
             for packet in self.video.encode():
-                self.container.mux(packet)
+                self._mux_video(packet)
             self._mux_side_until(float("inf"))
-            for index, (resampler, fifo) in self._resamplers.items():
+            for index, reencoder in self._resamplers.items():
                 out = self._side_streams[index]
-                for chunk in resampler.resample(None):
-                    fifo.write(chunk)
-                self._drain_fifo(out, fifo, final=True)
+                reencoder.flush()
+                self._drain_fifo(out, reencoder, final=True)
                 for packet in out.encode():
                     self.container.mux(packet)
             self.container.close()
@@ -159,10 +170,75 @@ class VideoWriter:
             log.debug("closing an aborted output failed", exc_info=True)
 
 
+def _muxer_options(muxer: str) -> dict[str, str]:
+    """Matroska takes negative timestamps (AAC priming copied from an mp4 starts at -21 ms);
+    FFmpeg's default would shift every stream, the video included, to start at 0."""
+    if muxer in ("matroska", "webm"):
+        return {"avoid_negative_ts": "disabled"}
+    return {}
+
+
 def _why(exc: BaseException) -> str:
     """FFmpeg's or the OS's reason, without the file name it repeats."""
     text = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
     return text.splitlines()[0].split(": '")[0].strip()
+
+
+class _Reencoder:
+    """Decoded audio on its way to another codec: resampled, cut into the encoder's frame
+    size, and timed where it was: the first sample keeps its time (audio that does not
+    start at 0 stays where it was) and a hole in the source becomes silence, so the audio
+    stays level with the video. pts count samples at the output rate (time base 1/rate)."""
+
+    _MAX_SILENCE_S = 600.0
+    _DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "flt": np.float32,
+               "dbl": np.float64, "s64": np.int64}
+
+    def __init__(self, fmt: str, layout: str, rate: int) -> None:
+        self.format, self.layout, self.rate = av.AudioFormat(fmt), layout, rate
+        self.resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+        self.fifo = av.AudioFifo()
+        self.written: int | None = None  # sample position after what is in the fifo
+        self.read: int = 0  # sample position of the fifo's first sample
+
+    def add(self, frame: av.AudioFrame, time_s: float) -> None:
+        start = round(time_s * self.rate)
+        if self.written is None:
+            self.written = self.read = start
+        elif start - self.written > self.rate // 100:  # a hole of more than 10 ms
+            gap = start - self.written
+            if gap <= self._MAX_SILENCE_S * self.rate:
+                self._write(self._silence(gap))
+            else:
+                log.warning("audio jumps %.1f s ahead; the jump is closed up", gap / self.rate)
+        frame.pts = None  # the fifo counts samples; pts are set as chunks come out
+        for chunk in self.resampler.resample(frame):
+            self._write(chunk)
+
+    def flush(self) -> None:
+        for chunk in self.resampler.resample(None):
+            self._write(chunk)
+
+    def chunks(self, size: int, final: bool):
+        while self.fifo.samples >= size or (final and self.fifo.samples):
+            chunk = self.fifo.read(min(size, self.fifo.samples))
+            chunk.pts, chunk.time_base = self.read, Fraction(1, self.rate)
+            self.read += chunk.samples
+            yield chunk
+
+    def _write(self, chunk: av.AudioFrame) -> None:
+        chunk.pts = None
+        self.fifo.write(chunk)
+        self.written = (self.written or 0) + chunk.samples
+
+    def _silence(self, samples: int) -> av.AudioFrame:
+        channels = av.AudioLayout(self.layout).nb_channels
+        dtype = self._DTYPES[self.format.packed.name]
+        shape = (channels, samples) if self.format.is_planar else (1, samples * channels)
+        frame = av.AudioFrame.from_ndarray(np.zeros(shape, dtype=dtype),
+                                           format=self.format.name, layout=self.layout)
+        frame.sample_rate = self.rate
+        return frame
 
 
 class ImageWriter:

@@ -6,6 +6,7 @@ that the decoder knows which audio to decode and the encoder knows what to write
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,18 +98,35 @@ def plan_output(info: MediaInfo, out: Path, scale: int, enc: EncodeConfig,
     from .encode import check_encoder  # encode imports this module
 
     pix_fmt = check_encoder(codec, muxer, out.suffix, pix_fmt, enc)
-    sides = tuple(_plan_side(s, audio_ok, audio_fallback, subs_ok) for s in info.side_streams)
+    takes = _muxer_codecs(muxer)
+    sides = tuple(_plan_side(s, audio_ok, audio_fallback, subs_ok, takes)
+                  for s in info.side_streams)
     return OutputPlan(out, kind, width, height, muxer, codec, pix_fmt, sides)
 
 
-def _plan_side(stream: SideStream, audio_ok, audio_fallback, subs_ok) -> SidePlan:
+def _plan_side(stream: SideStream, audio_ok, audio_fallback, subs_ok,
+               takes: frozenset[str]) -> SidePlan:
+    """Copy what the muxer takes (by codec id: `stream.codec` is the codec's name, never a
+    decoder's), re-encode other audio, drop other subtitles (PyAV cannot encode them)."""
+    fits = stream.codec in takes
     if stream.kind == "audio":
-        if audio_ok is None or stream.codec in audio_ok:
+        if fits and (audio_ok is None or stream.codec in audio_ok):
             return SidePlan(stream, "copy", stream.codec)
         return SidePlan(stream, "reencode", audio_fallback)
-    if subs_ok is None or stream.codec in subs_ok:
+    if fits and (subs_ok is None or stream.codec in subs_ok):
         return SidePlan(stream, "copy", stream.codec)
     return SidePlan(stream, "drop", stream.codec)
+
+
+@functools.cache
+def _muxer_codecs(muxer: str) -> frozenset[str]:
+    """The codecs (by codec name) FFmpeg's `muxer` can store."""
+    import io
+
+    import av  # local: only io modules import av, and plan is one of them
+
+    with av.open(io.BytesIO(), "w", format=muxer) as container:
+        return frozenset(container.supported_codecs)
 
 
 def _pick_pix_fmt(info: MediaInfo, codec: str, width: int, height: int) -> str:

@@ -45,6 +45,7 @@ class MediaInfo:
     side_streams: tuple[SideStream, ...] = ()
     has_alpha: bool = False
     end_s: float | None = None  # where the container says the video stream ends (seconds)
+    container: str = ""  # FFmpeg's demuxer name(s), e.g. "avi", "matroska,webm"
 
 
 def local_url(path: str | os.PathLike[str]) -> str:
@@ -119,7 +120,7 @@ def _probe_video(path: Path) -> MediaInfo:
         if rotation in (90, 270):
             width, height = height, width
         sides = tuple(
-            SideStream(s.index, s.type, s.codec_context.name)
+            SideStream(s.index, s.type, _codec_id_name(s))
             for s in container.streams
             if s.type in ("audio", "subtitle") and s.codec_context is not None
         )
@@ -137,6 +138,7 @@ def _probe_video(path: Path) -> MediaInfo:
         }
         return MediaInfo(
             end_s=_declared_end(stream),
+            container=container.format.name,
             path=path,
             kind="video",
             width=width,
@@ -208,6 +210,16 @@ def _declared_end(stream) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def _codec_id_name(stream) -> str:
+    """The codec's own name (`mp3`), not its decoder's (`mp3float`): what a container takes
+    is decided by codec id."""
+    ctx = stream.codec_context
+    try:
+        return ctx.codec.canonical_name
+    except AttributeError:
+        return ctx.name
 
 
 def _bit_depth(fmt: av.VideoFormat) -> int:
