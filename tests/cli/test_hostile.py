@@ -447,3 +447,72 @@ def test_audio_with_a_coarse_time_base_is_reencoded_in_step(cli, tmp_path):
     first, end, _ = _decoded_audio(out)
     src_first, src_end, _ = _decoded_audio(src)
     assert abs(first - src_first) < 0.03 and abs(end - src_end) < 0.03
+
+
+# --- 6. subtitles the output container cannot hold ------------------------------------------
+
+_ASS = ("[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize, "
+        "PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, "
+        "StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, "
+        "MarginL, MarginR, MarginV, Encoding\nStyle: Default,Arial,16,&Hffffff,&Hffffff,&H0,"
+        "&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n[Events]\nFormat: Layer, Start, End, "
+        "Style, Name, MarginL, MarginR, MarginV, Effect, Text\n").encode()
+
+
+def _clip_with_mov_text(path: Path, cues: dict[int, str]) -> Path:
+    """25 frames of video and a mov_text stream with `cues` (frame index -> text, 0.4 s)."""
+    from fractions import Fraction
+
+    import av
+
+    from tests.media import make_frame
+
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        subs = c.add_stream("mov_text")
+        subs.codec_context.subtitle_header = _ASS
+        subs.time_base = Fraction(1, 1000)
+        for i in range(25):
+            frame = av.VideoFrame.from_ndarray(make_frame(i, 96, 64), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            for packet in video.encode(frame):
+                c.mux(packet)
+            if i in cues:
+                text = cues[i].encode()
+                packet = av.Packet(len(text).to_bytes(2, "big") + text)
+                packet.pts = packet.dts = i * 40
+                packet.duration, packet.time_base, packet.stream = 400, Fraction(1, 1000), subs
+                c.mux(packet)
+        for packet in video.encode(None):
+            c.mux(packet)
+    return path
+
+
+def _subtitle_cues(path: Path) -> list[tuple]:
+    import av
+
+    with av.open(str(path)) as c:
+        if not c.streams.subtitles:
+            return []
+        stream = c.streams.subtitles[0]
+        return [(bytes(p)[-7:].lstrip(b"\x00\x06\x07"), p.pts * p.time_base,
+                 p.duration * p.time_base) for p in c.demux(stream) if p.size > 2]
+
+
+@pytest.mark.parametrize("suffix,verb", [(".mkv", "converted to subrip"),
+                                         (".webm", "converted to webvtt"),
+                                         (".avi", "dropped")])
+def test_mov_text_is_converted_where_it_can_be_and_dropped_with_a_warning_elsewhere(
+        cli, tmp_path, suffix, verb):
+    from fractions import Fraction
+
+    src = _clip_with_mov_text(tmp_path / "in.mp4", {0: "line 0", 12: "line 12"})
+    out = tmp_path / f"out{suffix}"
+    result = cli(src, out, *[a for a in FAST if a != "--quiet"], "--scale", "1")
+    _ok(result, tmp_path / f"out{suffix}.jsonl")
+    assert verb in result.output
+    expected = [] if verb == "dropped" else [(b"line 0", 0, Fraction(2, 5)),
+                                            (b"line 12", Fraction(12, 25), Fraction(2, 5))]
+    assert _subtitle_cues(out) == expected
+    assert len(frame_times(out)) == 25

@@ -165,6 +165,9 @@ def _pass_side(packet: av.Packet, on_side: SideSink | None, reencode: frozenset[
     if on_side is None or packet.size == 0:
         return
     stream = packet.stream
+    if stream.index in reencode and stream.type == "subtitle":
+        _pass_subtitle(packet, on_side)
+        return
     if stream.index in reencode:
         try:
             frames = packet.decode()
@@ -178,6 +181,19 @@ def _pass_side(packet: av.Packet, on_side: SideSink | None, reencode: frozenset[
     ts = packet.dts if packet.dts is not None else packet.pts
     t = float(ts * packet.time_base) if ts is not None else 0.0
     on_side(SidePacket(stream.index, packet, t))
+
+
+def _pass_subtitle(packet: av.Packet, on_side: SideSink) -> None:
+    """A text subtitle to convert, decoded to a `SubtitleSet` (pts in microseconds)."""
+    try:
+        subtitle = packet.stream.codec_context.decode2(packet)
+    except av.FFmpegError as exc:
+        log.warning("subtitle stream %d: dropped an undecodable packet (%s)",
+                    packet.stream.index, exc)
+        return
+    if subtitle is None or subtitle.pts is None:
+        return  # a "clear the screen" packet: the converted cue has its own end
+    on_side(SidePacket(packet.stream.index, subtitle, subtitle.pts / 1_000_000))
 
 
 class _TimestampRepair:

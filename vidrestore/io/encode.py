@@ -30,6 +30,15 @@ from .probe import MediaInfo, local_url
 log = logging.getLogger(__name__)
 
 _AUDIO_LEAD_S = 1.0  # mux side packets up to this far ahead of the video
+# FFmpeg's default ASS header, for a subtitle encoder whose source decoder gave none.
+_ASS_HEADER = (
+    "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
+    "BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, "
+    "BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0"
+    "\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, "
+    "Effect, Text\n").encode()
 
 
 class VideoWriter:
@@ -78,6 +87,11 @@ class VideoWriter:
             template = source.streams[src.index]
             if side.action == "copy":
                 out = self.container.add_stream_from_template(template)
+            elif side.action == "convert":
+                out = self.container.add_stream(side.codec)
+                decoder = template.codec_context
+                decoder.open()  # a text decoder makes its ASS header when it opens
+                out.codec_context.subtitle_header = decoder.subtitle_header or _ASS_HEADER
             else:
                 ctx = template.codec_context
                 rate = ctx.sample_rate if side.codec != "libopus" else 48000
@@ -135,9 +149,22 @@ class VideoWriter:
             side.item.stream = out
             self.container.mux(side.item)
             return
+        if isinstance(side.item, av.subtitles.subtitle.SubtitleSet):
+            self._mux_subtitle(out, side.item)
+            return
         reencoder = self._resamplers[side.stream_index]
         reencoder.add(side.item, side.time)
         self._drain_fifo(out, reencoder, final=False)
+
+    def _mux_subtitle(self, out, subtitle) -> None:
+        """One decoded text cue, encoded in the output's subtitle codec, at its time."""
+        packet = out.codec_context.encode_subtitle(subtitle)
+        start_ms = round(subtitle.pts / 1000) + subtitle.start_display_time
+        packet.pts = packet.dts = start_ms
+        packet.duration = max(0, subtitle.end_display_time - subtitle.start_display_time)
+        packet.time_base = Fraction(1, 1000)
+        packet.stream = out
+        self.container.mux(packet)
 
     def _drain_fifo(self, out, reencoder: _Reencoder, final: bool) -> None:
         size = out.codec_context.frame_size or 1024

@@ -37,6 +37,9 @@ _CONTAINERS: dict[str, tuple[str, str, frozenset[str] | None, str, frozenset[str
              "libmp3lame", frozenset()),
 }
 
+# Text subtitle codecs FFmpeg decodes and encodes, in the order a conversion picks them.
+TEXT_SUBTITLES = ("subrip", "webvtt", "mov_text", "ass")
+
 IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
                  ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
@@ -46,7 +49,7 @@ _YUV420_CODECS = frozenset({"libx264", "libx265", "h264_nvenc", "hevc_nvenc"})
 @dataclass(frozen=True)
 class SidePlan:
     stream: SideStream
-    action: str  # "copy" | "reencode" | "drop"
+    action: str  # "copy" | "reencode" (audio) | "convert" (text subtitles) | "drop"
     codec: str  # the output codec
 
 
@@ -64,7 +67,9 @@ class OutputPlan:
 
     @property
     def reencode_indices(self) -> frozenset[int]:
-        return frozenset(p.stream.index for p in self.sides if p.action == "reencode")
+        """Side streams the decoder must decode (re-encoded audio, converted subtitles)."""
+        return frozenset(p.stream.index for p in self.sides
+                         if p.action in ("reencode", "convert"))
 
     @property
     def warnings(self) -> list[str]:
@@ -73,6 +78,9 @@ class OutputPlan:
             if p.action == "reencode":
                 out.append(f"{p.stream.kind} stream {p.stream.index} ({p.stream.codec}) does not "
                            f"fit {self.path.suffix}; re-encoded as {p.codec}")
+            elif p.action == "convert":
+                out.append(f"subtitle stream {p.stream.index} ({p.stream.codec}) does not fit "
+                           f"{self.path.suffix}; converted to {p.codec}")
             elif p.action == "drop":
                 out.append(f"{p.stream.kind} stream {p.stream.index} ({p.stream.codec}) cannot "
                            f"go into {self.path.suffix}; dropped")
@@ -115,6 +123,10 @@ def _plan_side(stream: SideStream, audio_ok, audio_fallback, subs_ok,
         return SidePlan(stream, "reencode", audio_fallback)
     if fits and (subs_ok is None or stream.codec in subs_ok):
         return SidePlan(stream, "copy", stream.codec)
+    if stream.codec in TEXT_SUBTITLES:
+        for target in TEXT_SUBTITLES:
+            if target in takes and (subs_ok is None or target in subs_ok):
+                return SidePlan(stream, "convert", target)
     return SidePlan(stream, "drop", stream.codec)
 
 
