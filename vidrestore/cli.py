@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -18,8 +19,65 @@ from .errors import ConfigError, VidrestoreError
 log = logging.getLogger("vidrestore")
 
 
+class _SafeStderr:
+    """stderr that cannot fail: closed (`2>&-`) or full (`2>/dev/full`), what cannot be
+    written is dropped, so the exit code never depends on whether stderr can be written."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            written = self._stream.write(text)
+            self._stream.flush()
+            return written
+        except (OSError, ValueError, AttributeError):
+            self._give_up()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError, AttributeError):
+            self._give_up()
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _give_up(self) -> None:
+        broken, self._stream = self._stream, open(os.devnull, "w")  # noqa: SIM115
+        try:  # drop what it still buffers, so closing it at exit does not fail again
+            broken.buffer.raw.close()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _guard_stderr() -> None:
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:  # closed: park /dev/null there, or the next file opened (the
+            null = os.open(os.devnull, mode)  # output!) would get it and FFmpeg's log lines
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if not isinstance(sys.stderr, _SafeStderr):
+        sys.stderr = _SafeStderr(sys.stderr if sys.stderr is not None
+                                 else open(os.devnull, "w"))  # noqa: SIM115
+
+
 class _RestoreByDefault(click.Group):
     """`vidrestore IN OUT` means `vidrestore restore IN OUT`; subcommands keep their names."""
+
+    def main(self, *args, **kwargs):
+        _guard_stderr()
+        return super().main(*args, **kwargs)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = next((a for a in args if not a.startswith("-")), None)

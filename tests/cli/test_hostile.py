@@ -516,3 +516,27 @@ def test_mov_text_is_converted_where_it_can_be_and_dropped_with_a_warning_elsewh
                                             (b"line 12", Fraction(12, 25), Fraction(2, 5))]
     assert _subtitle_cues(out) == expected
     assert len(frame_times(out)) == 25
+
+
+# --- 18. stderr closed or full ----------------------------------------------------------
+
+
+def test_exit_code_does_not_depend_on_stderr(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    env = {**os.environ, "VIDRESTORE_HOME": str(tmp_path / "models")}
+
+    def run(stderr, *args):
+        kwargs = {}
+        if stderr == "closed":
+            kwargs["preexec_fn"] = lambda: os.close(2)
+        else:
+            kwargs["stderr"] = open("/dev/full", "w")  # noqa: SIM115
+        return subprocess.run([sys.executable, "-m", "vidrestore", *map(str, args)], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, timeout=120, **kwargs)
+
+    for stderr in ("closed", "full"):
+        out = tmp_path / f"{stderr}.mp4"
+        assert run(stderr, src, out, *FAST[:-3], "--scale", "1").returncode == 0  # not -q
+        assert frame_times(out) == frame_times(src)
+        assert _summary(tmp_path / f"{stderr}.mp4.jsonl")["failed_frames"] == 0
+    assert run("full", tmp_path / "nope.mp4", tmp_path / "p.mp4").returncode == 2
