@@ -540,3 +540,93 @@ def test_exit_code_does_not_depend_on_stderr(tmp_path):
         assert frame_times(out) == frame_times(src)
         assert _summary(tmp_path / f"{stderr}.mp4.jsonl")["failed_frames"] == 0
     assert run("full", tmp_path / "nope.mp4", tmp_path / "p.mp4").returncode == 2
+
+
+# --- 12, 15, 16. images and streams that were quietly changed -----------------------------
+
+
+@pytest.mark.parametrize("name", ["anim.webp", "anim.png", "pages.tiff"])
+def test_multi_frame_images_are_refused_with_one_line(cli, tmp_path, name):
+    from PIL import Image
+
+    frames = [Image.new("RGB", (32, 24), (40 * i, 80, 200 - 40 * i)) for i in range(3)]
+    src = tmp_path / name
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100)
+    out = tmp_path / f"o{src.suffix}"
+    _one_error_line(cli(src, out, *FAST), 2, "has 3 frames", str(src))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_float_tiff_is_not_black(cli, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (48, 1))
+    src = tmp_path / "f.tif"
+    Image.fromarray(ramp, "F").save(src)
+    out = tmp_path / "o.png"
+    _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / "o.png.jsonl")
+    rgb = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert abs(rgb[..., 0].mean() - 127.5) < 3 and rgb[:, -1, 0].min() > 250
+
+
+def test_yuv444_video_stays_444(cli, tmp_path):
+    import av
+
+    src = make_clip(tmp_path / "in.mkv", frames=4, pix_fmt="yuv444p")
+    out = tmp_path / "o.mkv"
+    _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / "o.mkv.jsonl")
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv444p"
+
+
+def test_a_second_video_stream_is_dropped_with_a_warning(cli, tmp_path):
+    from fractions import Fraction
+
+    import av
+
+    from tests.media import make_frame
+
+    src = tmp_path / "two.mkv"
+    with av.open(str(src), "w") as c:
+        streams = [c.add_stream("libx264", rate=25) for _ in range(2)]
+        for s in streams:
+            s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        for i in range(5):
+            for s in streams:
+                frame = av.VideoFrame.from_ndarray(make_frame(i, 96, 64), format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, 25)
+                for packet in s.encode(frame):
+                    c.mux(packet)
+        for s in streams:
+            for packet in s.encode(None):
+                c.mux(packet)
+    out = tmp_path / "o.mkv"
+    result = cli(src, out, *[a for a in FAST if a != "--quiet"], "--scale", "1")
+    _ok(result, tmp_path / "o.mkv.jsonl")
+    assert "video stream 1 (h264) is not restored" in result.output
+    assert len(frame_times(out)) == 5
+
+
+def test_stray_output_is_one_line_per_problem(cli, tmp_path, capfd):
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    big = tmp_path / "big.png"  # 92 Mpx: over Pillow's warning threshold, under its limit
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).resize((9600, 9600)).save(big,
+                                                                              compress_level=1)
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    capfd.readouterr()
+    chatty = [a for a in FAST if a != "--quiet"]
+    _ok(cli(src, tmp_path / "o.mp4", *chatty, "--scale", "1", "--codec", "libx265"),
+        tmp_path / "o.mp4.jsonl")
+    captured = capfd.readouterr()
+    assert "x265 [info]" not in captured.err + captured.out
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        result = cli(big, tmp_path / "o.png", *chatty, "--scale", "1")
+    _ok(result, tmp_path / "o.png.jsonl")
+    assert not [w for w in escaped if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert result.output.count("a very large image") == 1

@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 
 from ..errors import DeviceError, InputError
 from ..frames import Frame
-from .probe import MediaInfo, local_url
+from .probe import MediaInfo, local_url, quiet_bomb_warning
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def read_frames(
 
 def read_image(info: MediaInfo) -> Frame:
     try:
-        with Image.open(info.path) as img:
+        with quiet_bomb_warning(info.path), Image.open(info.path) as img:
             img = ImageOps.exif_transpose(img)
             rgb, alpha = _to_rgb8(img)
     except OSError as exc:
@@ -83,6 +83,12 @@ def read_image(info: MediaInfo) -> Frame:
 def _to_rgb8(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Any Pillow mode (16-bit, grey, palette, alpha, CMYK) to uint8 RGB plus optional alpha."""
     alpha = None
+    if img.mode == "F":  # 32-bit float, usually 0-1 (Pillow's own convert clips it to black)
+        wide = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        top = wide.max(initial=0)
+        peak = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else top
+        grey = np.clip(np.round(wide * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2)), None
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         wide = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if wide.max(initial=0) > 255 else 255.0

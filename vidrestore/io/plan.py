@@ -81,6 +81,9 @@ class OutputPlan:
             elif p.action == "convert":
                 out.append(f"subtitle stream {p.stream.index} ({p.stream.codec}) does not fit "
                            f"{self.path.suffix}; converted to {p.codec}")
+            elif p.stream.kind == "video":
+                out.append(f"video stream {p.stream.index} ({p.stream.codec}) is not "
+                           "restored: only the first video stream is; dropped")
             elif p.action == "drop":
                 out.append(f"{p.stream.kind} stream {p.stream.index} ({p.stream.codec}) cannot "
                            f"go into {self.path.suffix}; dropped")
@@ -115,7 +118,10 @@ def plan_output(info: MediaInfo, out: Path, scale: int, enc: EncodeConfig,
 def _plan_side(stream: SideStream, audio_ok, audio_fallback, subs_ok,
                takes: frozenset[str]) -> SidePlan:
     """Copy what the muxer takes (by codec id: `stream.codec` is the codec's name, never a
-    decoder's), re-encode other audio, drop other subtitles (PyAV cannot encode them)."""
+    decoder's), re-encode other audio, convert text subtitles where a text codec fits, drop
+    other subtitles and every video stream but the first (with a warning)."""
+    if stream.kind == "video":
+        return SidePlan(stream, "drop", stream.codec)
     fits = stream.codec in takes
     if stream.kind == "audio":
         if fits and (audio_ok is None or stream.codec in audio_ok):
@@ -147,4 +153,16 @@ def _pick_pix_fmt(info: MediaInfo, codec: str, width: int, height: int) -> str:
         # 4:2:0 needs even sizes; 4:4:4 keeps every pixel of an odd-sized frame.
         log.info("odd output size %dx%d: encoding as 4:4:4", width, height)
         return "yuv444p10le" if deep else "yuv444p"
+    if _is_444(info.pix_fmt):
+        if codec in _444_CODECS:
+            return "yuv444p10le" if deep else "yuv444p"
+        log.warning("%s is 4:4:4 (%s); %s writes it as 4:2:0 (--codec libx264 keeps 4:4:4)",
+                    info.path, info.pix_fmt, codec)
     return "yuv420p10le" if deep else "yuv420p"
+
+
+_444_CODECS = frozenset({"libx264", "libx265", "libvpx-vp9"})
+
+
+def _is_444(pix_fmt: str) -> bool:
+    return pix_fmt.startswith(("yuv444", "yuvj444"))

@@ -5,7 +5,10 @@ Every failure becomes an `InputError` that names the file and the problem in one
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +17,8 @@ import av
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -85,19 +90,37 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
 
 def _probe_image(path: Path) -> MediaInfo:
     try:
-        with Image.open(path) as img:
-            img.verify()  # catches truncated and corrupt files cheaply
-        with Image.open(path) as img:
-            img.load()
-            width, height = img.size
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation swaps axes
-                width, height = height, width
-            has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+        with quiet_bomb_warning(path, report=True):
+            with Image.open(path) as img:
+                img.verify()  # catches truncated and corrupt files cheaply
+            with Image.open(path) as img:
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:
+                    raise InputError(
+                        f"{path}: has {frames} frames (an animation or a multi-page image); "
+                        "only single images are restored: convert it to a video first "
+                        "(e.g. ffmpeg -i IN clip.mp4)")
+                img.load()
+                width, height = img.size
+                if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation swaps axes
+                    width, height = height, width
+                has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: not a readable image ({_reason(exc)})") from exc
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: image too large to decode safely ({exc})") from exc
     return MediaInfo(path=path, kind="image", width=width, height=height, has_alpha=has_alpha)
+
+
+@contextlib.contextmanager
+def quiet_bomb_warning(path: Path, report: bool = False):
+    """Pillow's DecompressionBombWarning (90-180 Mpx) as one log line naming the file, not a
+    raw warning with a site-packages path; `report=False` only silences it (said once)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        yield
+    if report and any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+        log.warning("%s: a very large image; decoding it takes a lot of memory", path)
 
 
 def _probe_video(path: Path) -> MediaInfo:
@@ -122,7 +145,8 @@ def _probe_video(path: Path) -> MediaInfo:
         sides = tuple(
             SideStream(s.index, s.type, _codec_id_name(s))
             for s in container.streams
-            if s.type in ("audio", "subtitle") and s.codec_context is not None
+            if (s.type in ("audio", "subtitle") or (s.type == "video" and s is not stream))
+            and s.codec_context is not None
         )
         duration = None
         if stream.duration is not None:
