@@ -630,3 +630,44 @@ def test_stray_output_is_one_line_per_problem(cli, tmp_path, capfd):
     _ok(result, tmp_path / "o.png.jsonl")
     assert not [w for w in escaped if issubclass(w.category, Image.DecompressionBombWarning)]
     assert result.output.count("a very large image") == 1
+
+
+# --- 10. huge frames: queue memory bounded by bytes -----------------------------------------
+
+
+def test_queues_and_batches_of_huge_frames_are_bounded_by_bytes():
+    from fractions import Fraction
+
+    import torch
+
+    from vidrestore.config import EncodeConfig
+    from vidrestore.io.plan import OutputPlan
+    from vidrestore.io.probe import MediaInfo
+    from vidrestore.pipeline import QUEUE_BYTES, Pipeline
+
+    side = 12000
+    info = MediaInfo(path=Path("huge.mkv"), kind="video", width=side, height=side,
+                     time_base=Fraction(1, 25), rate=Fraction(25))
+    plan = OutputPlan(Path("o.mkv"), "video", side, side, "matroska", "libx264", "yuv420p")
+    pipe = Pipeline(info, plan, [], torch.device("cpu"), batch_size=4, queue_frames=16,
+                    encode_config=EncodeConfig())
+    frame_bytes = 3 * side * side
+    held = (pipe._frames.maxsize + pipe._out.maxsize + pipe.batch_size) * frame_bytes
+    assert held <= 3 * QUEUE_BYTES  # was (16 + 16 + 4) frames: 15.5 GB
+    assert pipe.batch_size == 1 and pipe._frames.maxsize >= 1
+    small = MediaInfo(path=Path("s.mkv"), kind="video", width=96, height=64,
+                      time_base=Fraction(1, 25), rate=Fraction(25))
+    plan = OutputPlan(Path("o.mkv"), "video", 96, 64, "matroska", "libx264", "yuv420p")
+    pipe = Pipeline(small, plan, [], torch.device("cpu"), batch_size=4, queue_frames=16,
+                    encode_config=EncodeConfig())
+    assert (pipe._frames.maxsize, pipe._out.maxsize, pipe.batch_size) == (16, 16, 4)
+
+
+def test_video_frames_over_the_image_pixel_limit_are_refused(monkeypatch, tmp_path):
+    import vidrestore.io.probe as probe_module
+    from vidrestore.errors import InputError
+
+    src = make_clip(tmp_path / "in.mp4", frames=2, width=96, height=64)
+    monkeypatch.setattr(probe_module, "MAX_VIDEO_PIXELS", 96 * 64 - 1)
+    with pytest.raises(InputError, match="larger than"):
+        probe_module.probe(src)

@@ -20,6 +20,8 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
+# As for images (Pillow's DecompressionBombError threshold): larger frames are refused.
+MAX_VIDEO_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -140,6 +142,11 @@ def _probe_video(path: Path) -> MediaInfo:
             rotation = 0  # arbitrary angles are rare; the frames stay as stored
         ctx = stream.codec_context
         width, height = first.width, first.height
+        if width * height > MAX_VIDEO_PIXELS:
+            raise InputError(
+                f"{path}: frames of {width}x{height} ({width * height / 1e6:.0f} Mpx) are "
+                f"larger than the {MAX_VIDEO_PIXELS / 1e6:.0f} Mpx a video frame may have "
+                "(the limit images have too); scale it down first")
         if rotation in (90, 270):
             width, height = height, width
         sides = tuple(
