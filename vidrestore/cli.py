@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -332,17 +333,25 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 class _Progress:
-    """A tqdm bar on stderr when it is a terminal; silent otherwise."""
+    """A tqdm bar on stderr when it is a terminal; otherwise a plain line every
+    `plain_every_s` seconds (frames, fps, ETA), so a long run can be followed in a log."""
+
+    plain_every_s = 30.0
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+        self.tty = enabled and sys.stderr.isatty()
+        self.plain = enabled and not self.tty
         self.bar = None
+        self._started = time.monotonic()
+        self._last_line = self._started
 
     def __enter__(self) -> _Progress:
         return self
 
     def update(self, done: int, total: int) -> None:
-        if not self.enabled:
+        if self.plain:
+            self._plain_line(done, total)
+        if not self.tty:
             return
         if self.bar is None:
             from tqdm import tqdm
@@ -351,9 +360,31 @@ class _Progress:
                             file=sys.stderr, smoothing=0.1)
         self.bar.update(done - self.bar.n)
 
+    def _plain_line(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last_line < self.plain_every_s:
+            return
+        self._last_line = now
+        fps = done / max(now - self._started, 1e-9)
+        line = f"vidrestore: {done}" + (f"/{total}" if total else "") + f" frames, {fps:.1f} fps"
+        if total and fps > 0 and done < total:
+            line += f", ETA {_duration((total - done) / fps)}"
+        click.echo(line, err=True)
+
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 class _LineHandler(logging.Handler):

@@ -671,3 +671,28 @@ def test_video_frames_over_the_image_pixel_limit_are_refused(monkeypatch, tmp_pa
     monkeypatch.setattr(probe_module, "MAX_VIDEO_PIXELS", 96 * 64 - 1)
     with pytest.raises(InputError, match="larger than"):
         probe_module.probe(src)
+
+
+# --- 19. progress that can be followed without a terminal -----------------------------------
+
+
+def test_plain_progress_lines_and_a_log_flushed_record_by_record(cli, tmp_path, monkeypatch):
+    import vidrestore.cli as cli_module
+
+    seen: list[int] = []
+    real_update = cli_module._Progress.update
+
+    def update(self, done, total):
+        partial = next(tmp_path.glob(".o.mp4.jsonl.partial-*"))
+        seen.append(len(partial.read_text().splitlines()))  # on disk already
+        real_update(self, done, total)
+
+    monkeypatch.setattr(cli_module._Progress, "update", update)
+    monkeypatch.setattr(cli_module._Progress, "plain_every_s", 0.0)
+    src = make_clip(tmp_path / "in.mp4", frames=6)
+    result = cli(src, tmp_path / "o.mp4", *[a for a in FAST if a != "--quiet"], "--scale", "1")
+    _ok(result, tmp_path / "o.mp4.jsonl")
+    assert seen == [1, 2, 3, 4, 5, 6]
+    lines = [x for x in result.output.splitlines() if " frames, " in x and "fps" in x]
+    assert lines[0].startswith("vidrestore: 1/6 frames, "), lines
+    assert "ETA" in lines[0] and lines[-1].startswith("vidrestore: 6/6 frames")
