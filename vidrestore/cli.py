@@ -84,8 +84,22 @@ class _RestoreByDefault(click.Group):
         first = next((a for a in args if not a.startswith("-")), None)
         wants_help = any(a in ("--help", "-h") for a in args) and first is None
         if args and not wants_help and first not in self.commands and args[0] != "--version":
+            self._refuse_mistyped_command(ctx, first)
             args = ["restore", *args]
         return super().parse_args(ctx, args)
+
+    def _refuse_mistyped_command(self, ctx: click.Context, word: str | None) -> None:
+        """`vidrestore model list` is a mistyped command, not a file named `model`: a word
+        with no extension, no such path, and close to a command's name."""
+        import difflib
+
+        if not word or Path(word).suffix or Path(word).exists():
+            return
+        close = difflib.get_close_matches(word, list(self.commands), n=1, cutoff=0.6)
+        if close:
+            click.echo(f"vidrestore: error: no command {word!r}; did you mean "
+                       f"'vidrestore {close[0]}'? (to restore a file, give IN OUT)", err=True)
+            ctx.exit(2)
 
     def invoke(self, ctx: click.Context):
         """Every subcommand's `VidrestoreError` becomes one line and its exit code."""
@@ -146,7 +160,9 @@ def _model_options(func):
                           "or dlib (bundled)."),
         click.option("--bg-model", help="Background upscaler: realesrgan-x2plus (default), "
                                         "realesrgan-x4plus, realesr-general-x4v3, "
-                                        "realesr-animevideov3, or none (plain resize)."),
+                                        "realesr-animevideov3, a weight file (.pth or "
+                                        ".safetensors spandrel can load), or none (plain "
+                                        "resize)."),
         click.option("--tile", type=click.IntRange(min=0),
                      help="Background tile size in input pixels (0: automatic)."),
         click.option("--compile", "compile_models", is_flag=True, default=None,
@@ -192,7 +208,8 @@ def _verbosity_options(func):
               help="Per-frame JSON Lines log (default: OUT.jsonl).")
 @click.option("--codec", help="Video encoder (default: libx264; libvpx-vp9 for .webm).")
 @click.option("--crf", type=click.IntRange(0, 63), help="Encoder quality (default: 18).")
-@click.option("--preset", help="Encoder speed preset, e.g. veryfast, medium, slow.")
+@click.option("--preset", help="Encoder speed preset, ultrafast ... veryslow "
+                                "(default: medium).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @_verbosity_options
 def restore(input_path: Path, output_path: Path, scale, log_path, codec, crf, preset,

@@ -696,3 +696,44 @@ def test_plain_progress_lines_and_a_log_flushed_record_by_record(cli, tmp_path, 
     lines = [x for x in result.output.splitlines() if " frames, " in x and "fps" in x]
     assert lines[0].startswith("vidrestore: 1/6 frames, "), lines
     assert "ETA" in lines[0] and lines[-1].startswith("vidrestore: 6/6 frames")
+
+
+# --- 20. slips a newcomer meets -----------------------------------------------------------
+
+
+def test_report_of_a_photo_or_of_pretty_json_is_one_line(cli, tmp_path):
+    from tests.media import make_image
+
+    photo = make_image(tmp_path / "photo.jpg")
+    _one_error_line(cli("report", photo), 2, "not a vidrestore log", "not text")
+    pretty = tmp_path / "eval.json"
+    pretty.write_text(json.dumps({"frames": [], "checks": {}}, indent=2))
+    _one_error_line(cli("report", pretty), 2, "pretty-printed", "--eval")
+
+
+def test_a_mistyped_command_names_the_one_probably_meant(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _one_error_line(cli("model", "list"), 2, "did you mean 'vidrestore models'")
+    _one_error_line(cli("degrad", "a.mp4", "b.mp4"), 2, "did you mean 'vidrestore degrade'")
+    # a file that is there, or a name with an extension, is still restored
+    result = cli("clip.mp4", "out.mp4", *FAST)
+    _one_error_line(result, 2, "clip.mp4: no such file")
+
+
+def test_restore_help_says_bg_model_takes_a_file_and_the_preset_default(cli):
+    text = " ".join(cli("restore", "--help").output.split())
+    assert "a weight file (.pth or .safetensors" in text
+    assert "(default: medium)" in text
+
+
+def test_eval_mentions_the_psnr_cap_only_when_a_frame_hit_it():
+    from vidrestore.cli_eval import format_result
+
+    check = {"value": 30.0, "target": "> 25", "pass": True}
+    result = {"reference": "a.png", "restored": "b.png", "frame_count": 1, "psnr_cap_db": 100.0,
+              "checks": {k: check for k in ("psnr", "ssim", "lpips", "identity")},
+              "means": {"psnr": 30.0}, "identity": None, "pass": True,
+              "frames": [{"psnr": 30.0}], "resized": None}
+    assert not any("capped" in line for line in format_result(result))
+    result["frames"] = [{"psnr": 30.0}, {"psnr": 100.0}]
+    assert any("capped at 100 dB" in line for line in format_result(result))
