@@ -10,10 +10,16 @@ from typing import Any
 
 from . import __version__
 from .config import RunConfig
-from .destination import (check_destination, check_distinct, commit, name_max, partial_path,
-                          remove_stale_partials)
-from .errors import EncodeError, OutputError, VidrestoreError
+from .destination import (
+    check_destination,
+    check_distinct,
+    commit,
+    name_max,
+    partial_path,
+    remove_stale_partials,
+)
 from .device import resolve_device
+from .errors import EncodeError, OutputError, VidrestoreError
 from .io.plan import plan_output
 from .io.probe import probe
 from .metrics.summary import FaceSummary

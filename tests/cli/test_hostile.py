@@ -406,7 +406,7 @@ def _clip_with_audio_segments(path: Path, segments: list[tuple[float, float]]) -
     return path
 
 
-def _decoded_audio(path: Path) -> tuple[float, float, "np.ndarray"]:
+def _decoded_audio(path: Path) -> tuple[float, float, object]:
     """First sample's time, last sample's end, and the mono samples of the first audio."""
     import av
     import numpy as np
@@ -451,12 +451,12 @@ def test_audio_with_a_coarse_time_base_is_reencoded_in_step(cli, tmp_path):
 
 # --- 6. subtitles the output container cannot hold ------------------------------------------
 
-_ASS = ("[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize, "
-        "PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, "
-        "StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, "
-        "MarginL, MarginR, MarginV, Encoding\nStyle: Default,Arial,16,&Hffffff,&Hffffff,&H0,"
-        "&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n[Events]\nFormat: Layer, Start, End, "
-        "Style, Name, MarginL, MarginR, MarginV, Effect, Text\n").encode()
+_ASS = (b"[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize, "
+        b"PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, "
+        b"StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, "
+        b"MarginL, MarginR, MarginV, Encoding\nStyle: Default,Arial,16,&Hffffff,&Hffffff,&H0,"
+        b"&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n[Events]\nFormat: Layer, Start, End, "
+        b"Style, Name, MarginL, MarginR, MarginV, Effect, Text\n")
 
 
 def _clip_with_mov_text(path: Path, cues: dict[int, str]) -> Path:
@@ -737,3 +737,32 @@ def test_eval_mentions_the_psnr_cap_only_when_a_frame_hit_it():
     assert not any("capped" in line for line in format_result(result))
     result["frames"] = [{"psnr": 30.0}, {"psnr": 100.0}]
     assert any("capped at 100 dB" in line for line in format_result(result))
+
+
+def test_last_frame_duration_is_kept_after_a_timestamp_jump(cli, tmp_path):
+    from fractions import Fraction
+
+    import av
+
+    from tests.media import make_frame
+
+    src = tmp_path / "jump.mkv"
+    pts = list(range(10)) + list(range(40, 50))  # a 1.2 s jump after frame 9
+    with av.open(str(src), "w") as c:
+        stream = c.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 25)
+        stream.options = {"bf": "0"}
+        for i, p in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(make_frame(i, 96, 64), format="rgb24")
+            frame.pts, frame.time_base = p, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                packet.duration = 3 if packet.pts == pts[-1] else 1  # a long last frame
+                c.mux(packet)
+        for packet in stream.encode(None):
+            packet.duration = 3 if packet.pts == pts[-1] else 1
+            c.mux(packet)
+    out = tmp_path / "out.mkv"
+    _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / "out.mkv.jsonl")
+    assert _video_timeline(out) == _video_timeline(src)
+    assert _video_timeline(out)[1] == Fraction(52, 25)

@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.subtitles.subtitle import SubtitleSet
 from PIL import Image
 
 from ..config import EncodeConfig
@@ -32,13 +33,13 @@ log = logging.getLogger(__name__)
 _AUDIO_LEAD_S = 1.0  # mux side packets up to this far ahead of the video
 # FFmpeg's default ASS header, for a subtitle encoder whose source decoder gave none.
 _ASS_HEADER = (
-    "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
-    "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
-    "BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, "
-    "BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
-    "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0"
-    "\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, "
-    "Effect, Text\n").encode()
+    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
+    b"BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, "
+    b"BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0"
+    b"\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, "
+    b"Effect, Text\n")
 
 
 class VideoWriter:
@@ -149,7 +150,7 @@ class VideoWriter:
             side.item.stream = out
             self.container.mux(side.item)
             return
-        if isinstance(side.item, av.subtitles.subtitle.SubtitleSet):
+        if isinstance(side.item, SubtitleSet):
             self._mux_subtitle(out, side.item)
             return
         reencoder = self._resamplers[side.stream_index]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import EncodeConfig
-from ..errors import ConfigError, OutputError
+from ..errors import OutputError
 from .probe import IMAGE_EXTENSIONS, MediaInfo, SideStream, media_kind
 
 log = logging.getLogger(__name__)
