@@ -766,3 +766,37 @@ def test_last_frame_duration_is_kept_after_a_timestamp_jump(cli, tmp_path):
     _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / "out.mkv.jsonl")
     assert _video_timeline(out) == _video_timeline(src)
     assert _video_timeline(out)[1] == Fraction(52, 25)
+
+
+def _avi_slots(path: Path) -> tuple[list, object]:
+    """AVI keeps frame slots (dts), not presentation times: FFmpeg's reader adds the
+    decoder's reorder delay to every pts it reports."""
+    import av
+
+    with av.open(str(path)) as c:
+        packets = [p for p in c.demux(c.streams.video[0]) if p.size]
+        times = sorted(p.dts * p.time_base for p in packets)
+        end = max((p.dts + p.duration) * p.time_base for p in packets)
+    return times, end
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mov", ".m4v", ".webm", ".avi"])
+def test_mp4_into_every_container_keeps_timing_and_audio(cli, tmp_path, suffix):
+    from fractions import Fraction
+
+    src = make_clip(tmp_path / "in.mp4", frames=25, audio="aac")  # B-frames, AAC priming
+    out = tmp_path / f"out{suffix}"
+    result = cli(src, out, *[a for a in FAST if a != "--quiet"], "--scale", "1")
+    _ok(result, tmp_path / f"out{suffix}.jsonl")
+    timeline = _avi_slots(out) if suffix == ".avi" else _video_timeline(out)
+    assert timeline == _video_timeline(src)
+    assert len(frame_times(out)) == 25
+    if "re-encoded" in result.output:
+        assert suffix in (".webm", ".avi")
+        first, end, _ = _decoded_audio(out)
+        src_first, src_end, _ = _decoded_audio(src)
+        assert abs(first - src_first) < 0.05 and abs(end - src_end) < 0.06, (first, end)
+    else:  # every packet, at its time (Matroska keeps milliseconds)
+        got, want = _audio_packets(out), _audio_packets(src)
+        assert [p for _, p in got] == [p for _, p in want]
+        assert all(abs(a - b) <= Fraction(1, 1000) for (a, _), (b, _) in zip(got, want))

@@ -60,15 +60,18 @@ class VideoWriter:
         self._pending: deque[SidePacket] = deque()
         self._last_pts: int | None = None
         self._durations: dict[int, int] = {}  # pts -> duration of frames in the encoder
+        self._warned_grid = False
+        self._side_shift: dict[int, int] = {}  # AVI: output stream index -> pts added
 
     def _add_video_stream(self, enc: EncodeConfig) -> av.video.stream.VideoStream:
         info, plan = self.info, self.plan
         stream = self.container.add_stream(plan.codec, rate=info.rate or Fraction(25))
         stream.width, stream.height = _stored_size(plan.width, plan.height, info.rotation)
         stream.pix_fmt = plan.pix_fmt
-        stream.time_base = info.time_base
+        self.time_base = _output_time_base(plan, info)
+        stream.time_base = self.time_base
         ctx = stream.codec_context
-        ctx.time_base = info.time_base
+        ctx.time_base = self.time_base
         for key, value in info.color.items():
             if value:  # 0/2 mean unspecified; leave FFmpeg's defaults
                 setattr(ctx, key, value)
@@ -115,9 +118,10 @@ class VideoWriter:
         ctx = self.video.codec_context
         vf = vf.reformat(format=self.plan.pix_fmt, dst_colorspace=ctx.colorspace or None,
                          dst_color_range=ctx.color_range or None)
-        vf.pts, vf.time_base = frame.pts, frame.time_base
-        if frame.duration:
-            self._durations[frame.pts] = frame.duration
+        pts, duration = self._on_grid(frame)
+        vf.pts, vf.time_base = pts, self.time_base
+        if duration:
+            self._durations[pts] = duration
         try:
             self._mux_side_until(frame.time + _AUDIO_LEAD_S)
             for packet in self.video.encode(vf):
@@ -125,7 +129,23 @@ class VideoWriter:
         except (av.FFmpegError, OSError) as exc:
             raise EncodeError(f"{self.plan.path}: encoding frame {frame.index} failed "
                               f"({_why(exc)})") from exc
-        self._last_pts = frame.pts
+        self._last_pts = pts
+
+    def _on_grid(self, frame: Frame) -> tuple[int, int]:
+        """The frame's pts and duration in the output time base: the source's own, except in
+        AVI, whose time base is one frame period (it has no timestamps, only frame slots)."""
+        if self.time_base == frame.time_base:
+            return frame.pts, frame.duration
+        pts = round(frame.pts * frame.time_base / self.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            if not self._warned_grid:
+                log.warning("%s: AVI holds a constant frame rate only; frames closer than "
+                            "one period (%s s) are moved to the next slot", self.plan.path,
+                            self.time_base)
+                self._warned_grid = True
+            pts = self._last_pts + 1
+        duration = round(frame.duration * frame.time_base / self.time_base)
+        return pts, duration
 
     def _mux_video(self, packet: av.Packet) -> None:
         """Each packet keeps its frame's duration: the last frame's, after a jump or in a
@@ -148,7 +168,7 @@ class VideoWriter:
             return
         if isinstance(side.item, av.Packet):
             side.item.stream = out
-            self.container.mux(side.item)
+            self._mux_audio(side.item)
             return
         if isinstance(side.item, SubtitleSet):
             self._mux_subtitle(out, side.item)
@@ -156,6 +176,21 @@ class VideoWriter:
         reencoder = self._resamplers[side.stream_index]
         reencoder.add(side.item, side.time)
         self._drain_fifo(out, reencoder, final=False)
+
+    def _mux_audio(self, packet: av.Packet) -> None:
+        """AVI cannot store a negative start (an encoder's priming, AAC's from an mp4); its
+        muxer would shift every stream, the video off its frame slots. There only the side
+        stream moves, to start at 0, as any player of such an AVI hears it anyway."""
+        if self.plan.muxer == "avi" and packet.pts is not None:
+            index = packet.stream.index
+            if index not in self._side_shift:
+                self._side_shift[index] = max(0, -packet.pts)
+            shift = self._side_shift[index]
+            if shift:
+                packet.pts += shift
+                if packet.dts is not None:
+                    packet.dts += shift
+        self.container.mux(packet)
 
     def _mux_subtitle(self, out, subtitle) -> None:
         """One decoded text cue, encoded in the output's subtitle codec, at its time."""
@@ -171,7 +206,7 @@ class VideoWriter:
         size = out.codec_context.frame_size or 1024
         for chunk in reencoder.chunks(size, final):
             for packet in out.encode(chunk):
-                self.container.mux(packet)
+                self._mux_audio(packet)
 
     def close(self) -> None:
         """Flush every encoder and finish the container."""
@@ -184,7 +219,7 @@ class VideoWriter:
                 reencoder.flush()
                 self._drain_fifo(out, reencoder, final=True)
                 for packet in out.encode():
-                    self.container.mux(packet)
+                    self._mux_audio(packet)
             self.container.close()
         except (av.FFmpegError, OSError) as exc:
             self.abort()
@@ -196,6 +231,14 @@ class VideoWriter:
             self.container.close()
         except Exception:  # noqa: BLE001 - the partial file is deleted next anyway
             log.debug("closing an aborted output failed", exc_info=True)
+
+
+def _output_time_base(plan: OutputPlan, info: MediaInfo) -> Fraction:
+    """The source's time base, so every pts goes through unchanged; AVI counts frame slots,
+    so there it is one frame period (a finer one would be filled with empty frames)."""
+    if plan.muxer == "avi" and info.rate:
+        return Fraction(1) / Fraction(info.rate)
+    return info.time_base
 
 
 def _muxer_options(muxer: str) -> dict[str, str]:
