@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -116,8 +117,20 @@ def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[i
         wanted = [video]
         if on_side is not None:
             wanted += [container.streams[s.index] for s in info.side_streams]
-        repair = _TimestampRepair(info)
-        for packet in _demux(info, container, wanted, repair):
+        repair = _TimestampRepair(info, on_warning)
+        # Matroska's demuxer skips a damaged region and resyncs at the next cluster without
+        # a word: every stream is demuxed so a jump in byte positions shows where.
+        scan = "matroska" in info.container
+        indices = {stream.index for stream in wanted}
+        byte_end: int | None = None
+        for packet in _demux(info, container, None if scan else wanted, repair):
+            if scan:
+                if packet.size and packet.pos is not None and packet.pos >= 0:
+                    if byte_end is not None and packet.pos - byte_end > _GAP_BYTES:
+                        repair.note_gap(byte_end, packet.pos)
+                    byte_end = max(byte_end or 0, packet.pos + packet.size)
+                if packet.stream.index not in indices:
+                    continue
             if packet.stream.index != video.index:
                 _pass_side(packet, on_side, reencode)
                 continue
@@ -132,13 +145,18 @@ def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[i
         yield from repair.finish()  # demux ended with a flush packet, so nothing is held
         if repair.count == 0:
             raise InputError(f"{info.path}: video stream has zero decodable frames")
-        yield from repair.fill_to_end(on_warning)
+        yield from repair.fill_to_end()
+
+
+# Between two packets of a Matroska file there are a few bytes of block and cluster headers
+# (7-23 in FFmpeg's files); more than this was skipped by the demuxer as damaged.
+_GAP_BYTES = 1024
 
 
 def _demux(info: MediaInfo, container, wanted, repair: _TimestampRepair) -> Iterator[av.Packet]:
     """The container's packets; a demuxer error ends the stream (what is missing after it
     is filled in by `fill_to_end`) instead of the run."""
-    packets = container.demux(wanted)
+    packets = container.demux(wanted) if wanted is not None else container.demux()
     while True:
         try:
             packet = next(packets)
@@ -212,8 +230,9 @@ class _TimestampRepair:
     frame (or of this one, when the loss came first).
     """
 
-    def __init__(self, info: MediaInfo) -> None:
+    def __init__(self, info: MediaInfo, on_warning: WarningSink = lambda _: None) -> None:
         self.info = info
+        self.on_warning = on_warning
         self.count = 0
         self.errors: list[str] = []
         self._last: Frame | None = None
@@ -224,13 +243,45 @@ class _TimestampRepair:
         # presentation order) with the time of the packet it came in (decode order), so
         # with B-frames the times are shuffled. Frames take the packets' slots in order.
         self._reorder = info.container == "avi"
+        self._recent: deque[int] = deque(maxlen=32)  # the latest video pts demuxed
+        self._gap: tuple[int, int] | None = None  # bytes skipped, before the next packet
+
+    def note_gap(self, start: int, end: int) -> None:
+        """The demuxer skipped bytes `start` to `end`: the video packets there are lost."""
+        if self._recent:
+            self._gap = (start, end)
 
     def demuxed(self, packet: av.Packet) -> None:
         # AVI: the dts is the frame's slot as written; the pts FFmpeg makes up from it
         # is shifted by the decoder's reorder delay, which differs between encoders.
         ts = packet.dts if self._reorder else packet.pts
         if ts is not None and not packet.is_discard:
+            if self._gap is not None:
+                self._expect_skipped(ts, *self._gap)
+                self._gap = None
             heapq.heappush(self._expected, ts)
+            self._recent.append(ts)
+
+    def _expect_skipped(self, resumed: int, start: int, end: int) -> None:
+        """The frame slots, one frame step apart, between the packets demuxed before a
+        skipped region and `resumed`, the first after it, that no packet came for: they are
+        expected, so they are filled (and logged) like frames lost in decoding."""
+        # Below the median of the latest pts every slot has been demuxed (a B-frame is moved
+        # only a few places from its slot); between there and `resumed`, what is missing is lost.
+        seen, low = set(self._recent), sorted(self._recent)[len(self._recent) // 2]
+        slots = [resumed - k * self._step for k in range(1, (resumed - low) // self._step + 1)]
+        lost = [slot for slot in slots if slot > low and slot not in seen]
+        if not lost:
+            return
+        tb = self.info.time_base
+        message = (f"{self.info.path}: bytes {start}-{end} are damaged and were skipped by "
+                   f"the demuxer: {len(lost)} frames lost between {float(min(lost) * tb):.3f} "
+                   f"s and {float(max(lost) * tb):.3f} s, filled with a neighbour")
+        log.warning("%s", message)
+        self.on_warning(message)
+        self.errors.append(f"bytes {start}-{end} of the file are damaged")
+        for slot in lost:
+            heapq.heappush(self._expected, slot)
 
     def failed(self, packet: av.Packet, exc: Exception) -> None:
         log.warning("%s: decode error near pts %s (%s)", self.info.path, packet.pts, exc)
@@ -254,28 +305,33 @@ class _TimestampRepair:
         if self._last is not None:
             yield from self._fill_lost_before(None, self._last.image)
 
-    def fill_to_end(self, on_warning: WarningSink) -> Iterator[Frame]:
+    def fill_to_end(self) -> Iterator[Frame]:
         """A stream that stops before the end its container declares (a truncated or damaged
         file the demuxer gave up on) is filled to that end with the last frame, at the
         stream's frame step, each filled frame logged; the console and the summary say so."""
-        end_s, last = self.info.end_s, self._last
-        if end_s is None or last is None:
+        if self.info.end_s is None or self._last is None:
             return
-        end_pts = end_s / self.info.time_base
-        last_end = last.pts + self._last_duration
-        missing = int((end_pts - last_end) / self._step + 0.25)
+        end_pts = round(self.info.end_s / self.info.time_base)
+        yield from self._fill_slots(end_pts, f"{self.info.path}: the video stream ends before "
+                                    f"the {self.info.end_s:.3f} s its container declares",
+                                    "stream ended early; repeated the last frame")
+
+    def _fill_slots(self, until: int, why: str, note: str) -> Iterator[Frame]:
+        """Copies of the last frame, one a frame step, from its end up to `until`, with a
+        warning on the console and in the summary when any is needed."""
+        last = self._last
+        start = last.pts + self._last_duration
+        missing = int((until - start) / self._step + 0.25)
         if missing < 1:
             return
-        ended_s = float(last_end * self.info.time_base)
-        message = (f"{self.info.path}: the video stream ends at {ended_s:.3f} s, before the "
-                   f"{end_s:.3f} s its container declares ({missing} frames missing); filled "
-                   "with the last frame")
+        tb = self.info.time_base
+        message = (f"{why}: {missing} frames missing from {float(start * tb):.3f} s to "
+                   f"{float(until * tb):.3f} s, filled with the last frame before them")
         log.warning("%s", message)
-        on_warning(message)
-        pts = last_end
+        self.on_warning(message)
+        pts = start
         for _ in range(missing):
-            yield from self._push(last.image.copy(), pts,
-                                  ["stream ended early; repeated the last frame"])
+            yield from self._push(last.image.copy(), pts, [note])
             pts += self._step
 
     def _fill_lost_before(self, pts: int | None, fallback: np.ndarray) -> Iterator[Frame]:
