@@ -799,7 +799,8 @@ def test_mp4_into_every_container_keeps_timing_and_audio(cli, tmp_path, suffix):
     else:  # every packet, at its time (Matroska keeps milliseconds)
         got, want = _audio_packets(out), _audio_packets(src)
         assert [p for _, p in got] == [p for _, p in want]
-        assert all(abs(a - b) <= Fraction(1, 1000) for (a, _), (b, _) in zip(got, want, strict=True))
+        pairs = zip(got, want, strict=True)
+        assert all(abs(a - b) <= Fraction(1, 1000) for (a, _), (b, _) in pairs)
 
 
 def _decodable_times(path: Path) -> list:
