@@ -837,3 +837,22 @@ def test_a_damaged_region_the_demuxer_skips_is_filled_and_says_so(cli, tmp_path,
     assert "skipped by the demuxer" in result.output
     assert frame_times(out) == frame_times(whole)
     assert any("skipped by the demuxer" in w for w in summary["warnings"])
+
+
+def test_without_hard_links_the_final_rename_still_never_replaces(tmp_path, monkeypatch):
+    import vidrestore.destination as destination
+    from vidrestore.errors import OutputError
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(destination.os, "link", no_links)
+    partial, final = tmp_path / ".o.mp4.partial-1.mp4", tmp_path / "o.mp4"
+    partial.write_bytes(b"new")
+    final.write_bytes(b"precious")
+    with pytest.raises(OutputError, match="appeared"):
+        destination.commit(partial, final, overwrite=False)
+    assert final.read_bytes() == b"precious"
+    final.unlink()
+    destination.commit(partial, final, overwrite=False)
+    assert final.read_bytes() == b"new" and not partial.exists()
