@@ -440,13 +440,16 @@ def test_reencoded_audio_keeps_its_start_and_its_holes(cli, tmp_path, suffix):
     assert frame_times(out) == frame_times(src)
 
 
-def test_audio_with_a_coarse_time_base_is_reencoded_in_step(cli, tmp_path):
-    src = make_clip(tmp_path / "in.avi", frames=25, audio="mp3")  # audio time base 3/125
-    out = tmp_path / "out.webm"
-    _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / "out.webm.jsonl")
+@pytest.mark.parametrize("suffix,codec", [(".webm", "mp3"), (".mp4", "adpcm_ms"),
+                                          (".mov", "adpcm_ms")])
+def test_audio_with_a_coarse_time_base_is_reencoded_in_step(cli, tmp_path, suffix, codec):
+    src = make_clip(tmp_path / "in.avi", frames=25, audio=codec)  # time base 3/125, 253/12000
+    out = tmp_path / f"out{suffix}"
+    _ok(cli(src, out, *FAST, "--scale", "1"), tmp_path / f"out{suffix}.jsonl")
     first, end, _ = _decoded_audio(out)
     src_first, src_end, _ = _decoded_audio(src)
     assert abs(first - src_first) < 0.03 and abs(end - src_end) < 0.03
+    assert len(frame_times(out)) == 25
 
 
 # --- 6. subtitles the output container cannot hold ------------------------------------------
