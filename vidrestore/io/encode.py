@@ -52,11 +52,15 @@ class VideoWriter:
                                      options=_muxer_options(plan.muxer))
         except av.FFmpegError as exc:
             raise EncodeError(f"{plan.path}: cannot create output ({exc})") from exc
-        self.video = self._add_video_stream(enc)
         self._side_streams: dict[int, av.stream.Stream] = {}
         self._resamplers: dict[int, _Reencoder] = {}
-        for side in plan.sides:
-            self._add_side_stream(side)
+        try:
+            self.video = self._add_video_stream(enc)
+            for side in plan.sides:
+                self._add_side_stream(side)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.abort()
+            raise EncodeError(f"{plan.path}: cannot set up the output ({_why(exc)})") from exc
         self._pending: deque[SidePacket] = deque()
         self._last_pts: int | None = None
         self._durations: dict[int, int] = {}  # pts -> duration of frames in the encoder
