@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,15 +20,86 @@ from .errors import ConfigError, VidrestoreError
 log = logging.getLogger("vidrestore")
 
 
+class _SafeStderr:
+    """stderr that cannot fail: closed (`2>&-`) or full (`2>/dev/full`), what cannot be
+    written is dropped, so the exit code never depends on whether stderr can be written."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            written = self._stream.write(text)
+            self._stream.flush()
+            return written
+        except (OSError, ValueError, AttributeError):
+            self._give_up()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError, AttributeError):
+            self._give_up()
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _give_up(self) -> None:
+        broken, self._stream = self._stream, open(os.devnull, "w")  # noqa: SIM115
+        try:  # drop what it still buffers, so closing it at exit does not fail again
+            broken.buffer.raw.close()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _guard_stderr() -> None:
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:  # closed: park /dev/null there, or the next file opened (the
+            null = os.open(os.devnull, mode)  # output!) would get it and FFmpeg's log lines
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if not isinstance(sys.stderr, _SafeStderr):
+        sys.stderr = _SafeStderr(sys.stderr if sys.stderr is not None
+                                 else open(os.devnull, "w"))  # noqa: SIM115
+
+
 class _RestoreByDefault(click.Group):
     """`vidrestore IN OUT` means `vidrestore restore IN OUT`; subcommands keep their names."""
+
+    def main(self, *args, **kwargs):
+        _guard_stderr()
+        return super().main(*args, **kwargs)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = next((a for a in args if not a.startswith("-")), None)
         wants_help = any(a in ("--help", "-h") for a in args) and first is None
         if args and not wants_help and first not in self.commands and args[0] != "--version":
+            self._refuse_mistyped_command(ctx, first)
             args = ["restore", *args]
         return super().parse_args(ctx, args)
+
+    def _refuse_mistyped_command(self, ctx: click.Context, word: str | None) -> None:
+        """`vidrestore model list` is a mistyped command, not a file named `model`: a word
+        with no extension, no such path, and close to a command's name."""
+        import difflib
+
+        if not word or Path(word).suffix or Path(word).exists():
+            return
+        close = difflib.get_close_matches(word, list(self.commands), n=1, cutoff=0.6)
+        if close:
+            click.echo(f"vidrestore: error: no command {word!r}; did you mean "
+                       f"'vidrestore {close[0]}'? (to restore a file, give IN OUT)", err=True)
+            ctx.exit(2)
 
     def invoke(self, ctx: click.Context):
         """Every subcommand's `VidrestoreError` becomes one line and its exit code."""
@@ -87,7 +160,9 @@ def _model_options(func):
                           "or dlib (bundled)."),
         click.option("--bg-model", help="Background upscaler: realesrgan-x2plus (default), "
                                         "realesrgan-x4plus, realesr-general-x4v3, "
-                                        "realesr-animevideov3, or none (plain resize)."),
+                                        "realesr-animevideov3, a weight file (.pth or "
+                                        ".safetensors spandrel can load), or none (plain "
+                                        "resize)."),
         click.option("--tile", type=click.IntRange(min=0),
                      help="Background tile size in input pixels (0: automatic)."),
         click.option("--compile", "compile_models", is_flag=True, default=None,
@@ -137,7 +212,8 @@ def _verbosity_options(func):
               help="Per-frame JSON Lines log (default: OUT.jsonl).")
 @click.option("--codec", help="Video encoder (default: libx264; libvpx-vp9 for .webm).")
 @click.option("--crf", type=click.IntRange(0, 63), help="Encoder quality (default: 18).")
-@click.option("--preset", help="Encoder speed preset, e.g. veryfast, medium, slow.")
+@click.option("--preset", help="Encoder speed preset, ultrafast ... veryslow "
+                                "(default: medium).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @_verbosity_options
 def restore(input_path: Path, output_path: Path, scale, log_path, codec, crf, preset,
@@ -261,6 +337,7 @@ def _load(config: str | None, flags: dict[str, Any]):
 def _run(job, debug: bool):
     """Run `job`; turn our errors into one line and an exit code, Ctrl-C into 130."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)  # a closed terminal: clean up the same way
     try:
         return job()
     except VidrestoreError as exc:
@@ -278,17 +355,25 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 class _Progress:
-    """A tqdm bar on stderr when it is a terminal; silent otherwise."""
+    """A tqdm bar on stderr when it is a terminal; otherwise a plain line every
+    `plain_every_s` seconds (frames, fps, ETA), so a long run can be followed in a log."""
+
+    plain_every_s = 30.0
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+        self.tty = enabled and sys.stderr.isatty()
+        self.plain = enabled and not self.tty
         self.bar = None
+        self._started = time.monotonic()
+        self._last_line = self._started
 
     def __enter__(self) -> _Progress:
         return self
 
     def update(self, done: int, total: int) -> None:
-        if not self.enabled:
+        if self.plain:
+            self._plain_line(done, total)
+        if not self.tty:
             return
         if self.bar is None:
             from tqdm import tqdm
@@ -297,9 +382,31 @@ class _Progress:
                             file=sys.stderr, smoothing=0.1)
         self.bar.update(done - self.bar.n)
 
+    def _plain_line(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last_line < self.plain_every_s:
+            return
+        self._last_line = now
+        fps = done / max(now - self._started, 1e-9)
+        line = f"vidrestore: {done}" + (f"/{total}" if total else "") + f" frames, {fps:.1f} fps"
+        if total and fps > 0 and done < total:
+            line += f", ETA {_duration((total - done) / fps)}"
+        click.echo(line, err=True)
+
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 class _LineHandler(logging.Handler):

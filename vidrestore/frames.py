@@ -13,7 +13,8 @@ import numpy as np
 class Frame:
     """One decoded frame, upright, as uint8 RGB (H, W, 3) on the host.
 
-    `pts` is in `time_base` units of the source stream and travels unchanged to the encoder.
+    `pts` is in `time_base` units of the source stream and travels unchanged to the encoder,
+    and so does `duration` (the last frame's would otherwise be guessed from the rate).
     `alpha` (H, W) uint8 is set only for still images that carry transparency.
     """
 
@@ -24,6 +25,7 @@ class Frame:
     warnings: list[str] = field(default_factory=list)
     alpha: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    duration: int = 0  # in `time_base` units; 0 when the source does not say
 
     def __post_init__(self) -> None:
         if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:

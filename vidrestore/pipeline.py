@@ -37,6 +37,23 @@ from .stages import Stage
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (frames written, frames expected or 0)
+# Host memory each queue (and a device batch) may hold: frames count only up to this, so a
+# 12000x12000 video (432 MB a frame) does not buffer 14 GB. A frame over it moves alone.
+QUEUE_BYTES = 1 << 30
+
+
+def queue_slots(frames: int, batch_size: int, frame_bytes: int, budget: int) -> int:
+    """Places in a queue: `frames` (and a batch), but no more than `budget` bytes' worth."""
+    return max(1, min(max(frames, batch_size), budget // max(frame_bytes, 1)))
+
+
+def fit_batch(batch_size: int, frame_bytes: int, budget: int) -> int:
+    """The device batch, cut so that its frames in and out fit in `budget` bytes."""
+    fitted = max(1, min(batch_size, budget // max(frame_bytes, 1)))
+    if fitted < batch_size:
+        log.info("frames of %d MB: batches of %d instead of %d", frame_bytes >> 20, fitted,
+                 batch_size)
+    return fitted
 _END = object()
 _POLL_S = 0.1
 
@@ -48,7 +65,8 @@ class Pipeline:
                  device: torch.device, *, batch_size: int, queue_frames: int, encode_config,
                  hwdecode: str = "none", progress: Progress | None = None,
                  failures: FailureLog | None = None,
-                 failure_limit: FailureLimit | None = None) -> None:
+                 failure_limit: FailureLimit | None = None,
+                 queue_bytes: int | None = None) -> None:
         self.info, self.plan, self.stages, self.device = info, plan, list(stages), device
         self.batch_size = batch_size
         self.encode_config = encode_config
@@ -58,8 +76,13 @@ class Pipeline:
         self._runner = StageRunner(stages, device, plan.width // info.width, self.stats,
                                    limit=failure_limit, expected_frames=info.frame_count,
                                    label=str(info.path))
-        self._frames: queue.Queue = queue.Queue(maxsize=max(queue_frames, batch_size))
-        self._out: queue.Queue = queue.Queue(maxsize=max(queue_frames, batch_size))
+        in_bytes, out_bytes = 3 * info.width * info.height, 3 * plan.width * plan.height
+        queue_bytes = queue_bytes or QUEUE_BYTES
+        self.batch_size = fit_batch(batch_size, in_bytes + out_bytes, queue_bytes)
+        self._frames: queue.Queue = queue.Queue(
+            maxsize=queue_slots(queue_frames, self.batch_size, in_bytes, queue_bytes))
+        self._out: queue.Queue = queue.Queue(
+            maxsize=queue_slots(queue_frames, self.batch_size, out_bytes, queue_bytes))
         self._side: queue.SimpleQueue[SidePacket] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
@@ -102,7 +125,8 @@ class Pipeline:
     def _decode(self) -> None:
         try:
             frames = read_frames(self.info, self._side.put, self.plan.reencode_indices,
-                                 self.hwaccel, on_decoder=self._note_decoder)
+                                 self.hwaccel, on_decoder=self._note_decoder,
+                                 on_warning=self.stats.warnings.append)
             started = time.perf_counter()
             for frame in frames:
                 frame.timings_ms["decode"] = (time.perf_counter() - started) * 1000

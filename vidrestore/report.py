@@ -65,16 +65,22 @@ def read_log(path: str | os.PathLike[str]) -> RunLogData:
     path = Path(path)
     frames, summary = [], None
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot read the log ({exc.strerror or exc})") from exc
-    for number, line in enumerate(lines, 1):
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a vidrestore log (not text; the log is OUT.jsonl, "
+                         "written beside each output)") from exc
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: line {number} is not JSON ({exc.msg})") from exc
+            raise InputError(_not_json_lines(path, text, number, exc)) from exc
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: line {number} is not a JSON object; is this a "
+                             "vidrestore log (OUT.jsonl)?")
         if "summary" in record:
             summary = record["summary"]
         elif "frame" in record:
@@ -82,6 +88,15 @@ def read_log(path: str | os.PathLike[str]) -> RunLogData:
     if not frames:
         raise InputError(f"{path}: no frame records; is this a vidrestore log (OUT.jsonl)?")
     return RunLogData(path, frames, summary)
+
+
+def _not_json_lines(path: Path, text: str, number: int, exc: json.JSONDecodeError) -> str:
+    try:
+        json.loads(text)
+    except ValueError:
+        return f"{path}: line {number} is not JSON ({exc.msg}); is this a vidrestore log?"
+    return (f"{path}: is one (pretty-printed) JSON document, not a log of one JSON object a "
+            "line; the log is OUT.jsonl (an eval --json file goes to --eval)")
 
 
 def write_report(log_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,

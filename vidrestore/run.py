@@ -10,8 +10,16 @@ from typing import Any
 
 from . import __version__
 from .config import RunConfig
-from .destination import check_destination, partial_path
+from .destination import (
+    check_destination,
+    check_distinct,
+    commit,
+    name_max,
+    partial_path,
+    remove_stale_partials,
+)
 from .device import resolve_device
+from .errors import EncodeError, OutputError, VidrestoreError
 from .failures import FailureLimit, FailureLog
 from .io.plan import plan_output
 from .io.probe import probe
@@ -44,6 +52,10 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
     check_destination(src, dst, overwrite)
     plan = plan_output(info, dst, cfg.scale, cfg.encode)
     log_final = Path(log_path) if log_path else default_log_path(dst)
+    if not log_path and len(log_final.name.encode()) > name_max(dst.parent):
+        raise OutputError(f"{dst}: the log's name {dst.name}.jsonl would be longer than the "
+                          "file system allows; give the log a path with --log")
+    check_distinct(dst, log_final)
     check_destination(src, log_final, overwrite)
     device = resolve_device(cfg.device)
     limit = FailureLimit.parse(cfg.max_failed_frames, still_image=info.kind == "image")
@@ -52,9 +64,11 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
     for warning in plan.warnings + built.warnings:
         log.warning("%s", warning)
 
+    for folder in {dst.parent, log_final.parent}:
+        remove_stale_partials(folder)
     partial, log_partial = partial_path(dst), partial_path(log_final)
     faces = FaceSummary()
-    runlog = RunLog(log_partial, observers=[faces.add])
+    runlog = RunLog(log_partial, observers=[faces.add], line_buffered=True, name=log_final)
     try:
         pipeline = Pipeline(info, plan, built.stages, device, batch_size=cfg.batch_size,
                             queue_frames=cfg.queue_frames, encode_config=cfg.encode,
@@ -65,6 +79,7 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
         summary = {
             "version": __version__, "input": str(src), "output": str(dst),
             "frames_in": stats.frames_in, "frames_out": stats.frames_out,
+            "frames_declared": _declared_frames(info),
             "failed_frames": stats.failed_frames,
             "max_failed_frames": limit.describe(), **failures.summary(),
             "wall_s": round(wall_s, 3),
@@ -81,13 +96,46 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
         }
         runlog.summary(summary)
         runlog.close()
-        os.replace(partial, dst)
-        os.replace(log_partial, log_final)
+        _commit(partial, dst, log_partial, log_final, overwrite)
         for line in failures.console_lines():  # one line per cause, not one per frame
             log.warning("%s", line)
         return summary
     except BaseException:
-        runlog.close()
+        try:
+            runlog.close()
+        except VidrestoreError:
+            pass  # the first error is the one to report
         for leftover in (partial, log_partial):
-            leftover.unlink(missing_ok=True)
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:
+                log.warning("cannot remove %s", leftover)
         raise
+
+
+def _declared_frames(info) -> int | None:
+    """How many frames the container says the video has (its index, or its declared end
+    at the stream's rate); None when it does not say."""
+    if info.frame_count:
+        return info.frame_count
+    if info.end_s and info.rate:
+        return round(info.end_s * info.rate)
+    return None if info.kind == "video" else 1
+
+
+def _commit(partial: Path, dst: Path, log_partial: Path, log_final: Path,
+            overwrite: bool) -> None:
+    """Both finished files into place, OUT first; a log that cannot follow takes OUT back."""
+    try:
+        commit(partial, dst, overwrite)
+    except OSError as exc:
+        raise EncodeError(f"{dst}: cannot move the finished output into place "
+                          f"({exc.strerror or exc})") from exc
+    try:
+        commit(log_partial, log_final, overwrite)
+    except (OSError, VidrestoreError) as exc:
+        dst.unlink(missing_ok=True)
+        if isinstance(exc, VidrestoreError):
+            raise
+        raise EncodeError(f"{log_final}: cannot move the finished log into place "
+                          f"({exc.strerror or exc})") from exc

@@ -7,7 +7,10 @@ time with the video, or re-encoded when the container does not take their codec.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 from collections import deque
 from fractions import Fraction
 from pathlib import Path
@@ -15,18 +18,28 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.subtitles.subtitle import SubtitleSet
 from PIL import Image
 
 from ..config import EncodeConfig
-from ..errors import EncodeError
+from ..errors import ConfigError, EncodeError
 from ..frames import Frame
 from .decode import SidePacket
 from .plan import ALPHA_FORMATS, OutputPlan
-from .probe import MediaInfo
+from .probe import MediaInfo, local_url
 
 log = logging.getLogger(__name__)
 
 _AUDIO_LEAD_S = 1.0  # mux side packets up to this far ahead of the video
+# FFmpeg's default ASS header, for a subtitle encoder whose source decoder gave none.
+_ASS_HEADER = (
+    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
+    b"BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, "
+    b"BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0"
+    b"\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, "
+    b"Effect, Text\n")
 
 
 class VideoWriter:
@@ -35,29 +48,40 @@ class VideoWriter:
     def __init__(self, path: Path, plan: OutputPlan, info: MediaInfo, enc: EncodeConfig):
         self.path, self.plan, self.info = path, plan, info
         try:
-            self.container = av.open(str(path), "w", format=plan.muxer)
+            self.container = av.open(local_url(path), "w", format=plan.muxer,
+                                     options=_muxer_options(plan.muxer))
         except av.FFmpegError as exc:
             raise EncodeError(f"{plan.path}: cannot create output ({exc})") from exc
-        self.video = self._add_video_stream(enc)
         self._side_streams: dict[int, av.stream.Stream] = {}
-        self._resamplers: dict[int, tuple[av.AudioResampler, av.AudioFifo]] = {}
-        for side in plan.sides:
-            self._add_side_stream(side)
+        self._resamplers: dict[int, _Reencoder] = {}
+        try:
+            self.video = self._add_video_stream(enc)
+            for side in plan.sides:
+                self._add_side_stream(side)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.abort()
+            raise EncodeError(f"{plan.path}: cannot set up the output ({_why(exc)})") from exc
         self._pending: deque[SidePacket] = deque()
         self._last_pts: int | None = None
+        self._durations: dict[int, int] = {}  # pts -> duration of frames in the encoder
+        self._warned_grid = False
+        self._side_shift: dict[int, int] = {}  # AVI: output stream index -> pts added
 
     def _add_video_stream(self, enc: EncodeConfig) -> av.video.stream.VideoStream:
         info, plan = self.info, self.plan
         stream = self.container.add_stream(plan.codec, rate=info.rate or Fraction(25))
         stream.width, stream.height = _stored_size(plan.width, plan.height, info.rotation)
         stream.pix_fmt = plan.pix_fmt
-        stream.time_base = info.time_base
+        self.time_base = _output_time_base(plan, info)
+        stream.time_base = self.time_base
         ctx = stream.codec_context
-        ctx.time_base = info.time_base
+        ctx.time_base = self.time_base
         for key, value in info.color.items():
             if value:  # 0/2 mean unspecified; leave FFmpeg's defaults
                 setattr(ctx, key, value)
         stream.options = _codec_options(plan.codec, enc)
+        if plan.muxer == "avi":
+            ctx.max_b_frames = 0  # AVI keeps no presentation times: B-frames would shuffle them
         _set_threads(ctx, plan.codec, enc.threads)
         if info.rotation:
             stream.set_display_rotation(info.rotation)
@@ -67,18 +91,24 @@ class VideoWriter:
         src = side.stream
         if side.action == "drop":
             return
-        with av.open(str(self.info.path), metadata_errors="replace") as source:
+        with av.open(local_url(self.info.path), metadata_errors="replace") as source:
             template = source.streams[src.index]
             if side.action == "copy":
                 out = self.container.add_stream_from_template(template)
+            elif side.action == "convert":
+                out = self.container.add_stream(side.codec)
+                decoder = template.codec_context
+                decoder.open()  # a text decoder makes its ASS header when it opens
+                out.codec_context.subtitle_header = decoder.subtitle_header or _ASS_HEADER
             else:
                 ctx = template.codec_context
                 rate = ctx.sample_rate if side.codec != "libopus" else 48000
                 out = self.container.add_stream(side.codec, rate=rate)
-                out.layout = ctx.layout.name if ctx.layout.nb_channels <= 2 else "stereo"
+                # by channel count: a layout without an order ("2 channels") opens no encoder
+                out.layout = "mono" if ctx.layout.nb_channels == 1 else "stereo"
+                out.time_base = out.codec_context.time_base = Fraction(1, rate)
                 fmt = out.codec_context.codec.audio_formats[0].name
-                resampler = av.AudioResampler(format=fmt, layout=out.layout, rate=rate)
-                self._resamplers[src.index] = (resampler, av.AudioFifo())
+                self._resamplers[src.index] = _Reencoder(fmt, out.layout.name, rate)
             if template.language:
                 out.metadata["language"] = template.language
         self._side_streams[src.index] = out
@@ -92,15 +122,42 @@ class VideoWriter:
         ctx = self.video.codec_context
         vf = vf.reformat(format=self.plan.pix_fmt, dst_colorspace=ctx.colorspace or None,
                          dst_color_range=ctx.color_range or None)
-        vf.pts, vf.time_base = frame.pts, frame.time_base
-        self._mux_side_until(frame.time + _AUDIO_LEAD_S)
+        pts, duration = self._on_grid(frame)
+        vf.pts, vf.time_base = pts, self.time_base
+        if duration:
+            self._durations[pts] = duration
         try:
+            self._mux_side_until(frame.time + _AUDIO_LEAD_S)
             for packet in self.video.encode(vf):
-                self.container.mux(packet)
-        except av.FFmpegError as exc:
-            raise EncodeError(f"{self.plan.path}: encoding frame {frame.index} failed ({exc})") \
-                from exc
-        self._last_pts = frame.pts
+                self._mux_video(packet)
+        except (av.FFmpegError, OSError) as exc:
+            raise EncodeError(f"{self.plan.path}: encoding frame {frame.index} failed "
+                              f"({_why(exc)})") from exc
+        self._last_pts = pts
+
+    def _on_grid(self, frame: Frame) -> tuple[int, int]:
+        """The frame's pts and duration in the output time base: the source's own, except in
+        AVI, whose time base is one frame period (it has no timestamps, only frame slots)."""
+        if self.time_base == frame.time_base:
+            return frame.pts, frame.duration
+        pts = round(frame.pts * frame.time_base / self.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            if not self._warned_grid:
+                log.warning("%s: AVI holds a constant frame rate only; frames closer than "
+                            "one period (%s s) are moved to the next slot", self.plan.path,
+                            self.time_base)
+                self._warned_grid = True
+            pts = self._last_pts + 1
+        duration = round(frame.duration * frame.time_base / self.time_base)
+        return pts, duration
+
+    def _mux_video(self, packet: av.Packet) -> None:
+        """Each packet keeps its frame's duration: the last frame's, after a jump or in a
+        VFR stream, would otherwise be guessed from the average rate."""
+        duration = self._durations.pop(packet.pts, None)
+        if duration:
+            packet.duration = duration
+        self.container.mux(packet)
 
     def add_side(self, side: SidePacket) -> None:
         self._pending.append(side)
@@ -115,44 +172,148 @@ class VideoWriter:
             return
         if isinstance(side.item, av.Packet):
             side.item.stream = out
-            self.container.mux(side.item)
+            self._mux_audio(side.item)
             return
-        resampler, fifo = self._resamplers[side.stream_index]
-        side.item.pts = None  # the fifo keeps a continuous sample count
-        for chunk in resampler.resample(side.item):
-            fifo.write(chunk)
-        self._drain_fifo(out, fifo, final=False)
+        if isinstance(side.item, SubtitleSet):
+            self._mux_subtitle(out, side.item)
+            return
+        reencoder = self._resamplers[side.stream_index]
+        reencoder.add(side.item, side.time)
+        self._drain_fifo(out, reencoder, final=False)
 
-    def _drain_fifo(self, out, fifo: av.AudioFifo, final: bool) -> None:
+    def _mux_audio(self, packet: av.Packet) -> None:
+        """AVI cannot store a negative start (an encoder's priming, AAC's from an mp4); its
+        muxer would shift every stream, the video off its frame slots. There only the side
+        stream moves, to start at 0, as any player of such an AVI hears it anyway."""
+        if self.plan.muxer == "avi" and packet.pts is not None:
+            index = packet.stream.index
+            if index not in self._side_shift:
+                self._side_shift[index] = max(0, -packet.pts)
+            shift = self._side_shift[index]
+            if shift:
+                packet.pts += shift
+                if packet.dts is not None:
+                    packet.dts += shift
+        self.container.mux(packet)
+
+    def _mux_subtitle(self, out, subtitle) -> None:
+        """One decoded text cue, encoded in the output's subtitle codec, at its time."""
+        packet = out.codec_context.encode_subtitle(subtitle)
+        start_ms = round(subtitle.pts / 1000) + subtitle.start_display_time
+        packet.pts = packet.dts = start_ms
+        packet.duration = max(0, subtitle.end_display_time - subtitle.start_display_time)
+        packet.time_base = Fraction(1, 1000)
+        packet.stream = out
+        self.container.mux(packet)
+
+    def _drain_fifo(self, out, reencoder: _Reencoder, final: bool) -> None:
         size = out.codec_context.frame_size or 1024
-        while fifo.samples >= size or (final and fifo.samples):
-            chunk = fifo.read(min(size, fifo.samples))
+        for chunk in reencoder.chunks(size, final):
             for packet in out.encode(chunk):
-                self.container.mux(packet)
+                self._mux_audio(packet)
 
     def close(self) -> None:
         """Flush every encoder and finish the container."""
         try:
             for packet in self.video.encode():
-                self.container.mux(packet)
+                self._mux_video(packet)
             self._mux_side_until(float("inf"))
-            for index, (resampler, fifo) in self._resamplers.items():
+            for index, reencoder in self._resamplers.items():
                 out = self._side_streams[index]
-                for chunk in resampler.resample(None):
-                    fifo.write(chunk)
-                self._drain_fifo(out, fifo, final=True)
+                reencoder.flush()
+                self._drain_fifo(out, reencoder, final=True)
                 for packet in out.encode():
-                    self.container.mux(packet)
-        except av.FFmpegError as exc:
-            raise EncodeError(f"{self.plan.path}: finishing the output failed ({exc})") from exc
-        finally:
+                    self._mux_audio(packet)
             self.container.close()
+        except (av.FFmpegError, OSError) as exc:
+            self.abort()
+            raise EncodeError(f"{self.plan.path}: finishing the output failed "
+                              f"({_why(exc)})") from exc
 
     def abort(self) -> None:
         try:
             self.container.close()
         except Exception:  # noqa: BLE001 - the partial file is deleted next anyway
             log.debug("closing an aborted output failed", exc_info=True)
+
+
+def _output_time_base(plan: OutputPlan, info: MediaInfo) -> Fraction:
+    """The source's time base, so every pts goes through unchanged; AVI counts frame slots,
+    so there it is one frame period (a finer one would be filled with empty frames)."""
+    if plan.muxer == "avi" and info.rate:
+        return Fraction(1) / Fraction(info.rate)
+    return info.time_base
+
+
+def _muxer_options(muxer: str) -> dict[str, str]:
+    """Matroska takes negative timestamps (AAC priming copied from an mp4 starts at -21 ms);
+    FFmpeg's default would shift every stream, the video included, to start at 0."""
+    if muxer in ("matroska", "webm"):
+        return {"avoid_negative_ts": "disabled"}
+    return {}
+
+
+def _why(exc: BaseException) -> str:
+    """FFmpeg's or the OS's reason, without the file name it repeats."""
+    text = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+    return text.splitlines()[0].split(": '")[0].strip()
+
+
+class _Reencoder:
+    """Decoded audio on its way to another codec: resampled, cut into the encoder's frame
+    size, and timed where it was: the first sample keeps its time (audio that does not
+    start at 0 stays where it was) and a hole in the source becomes silence, so the audio
+    stays level with the video. pts count samples at the output rate (time base 1/rate)."""
+
+    _MAX_SILENCE_S = 600.0
+    _DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "flt": np.float32,
+               "dbl": np.float64, "s64": np.int64}
+
+    def __init__(self, fmt: str, layout: str, rate: int) -> None:
+        self.format, self.layout, self.rate = av.AudioFormat(fmt), layout, rate
+        self.resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+        self.fifo = av.AudioFifo()
+        self.written: int | None = None  # sample position after what is in the fifo
+        self.read: int = 0  # sample position of the fifo's first sample
+
+    def add(self, frame: av.AudioFrame, time_s: float) -> None:
+        start = round(time_s * self.rate)
+        if self.written is None:
+            self.written = self.read = start
+        elif start - self.written > self.rate // 100:  # a hole of more than 10 ms
+            gap = start - self.written
+            if gap <= self._MAX_SILENCE_S * self.rate:
+                self._write(self._silence(gap))
+            else:
+                log.warning("audio jumps %.1f s ahead; the jump is closed up", gap / self.rate)
+        frame.pts = None  # the fifo counts samples; pts are set as chunks come out
+        for chunk in self.resampler.resample(frame):
+            self._write(chunk)
+
+    def flush(self) -> None:
+        for chunk in self.resampler.resample(None):
+            self._write(chunk)
+
+    def chunks(self, size: int, final: bool):
+        while self.fifo.samples >= size or (final and self.fifo.samples):
+            chunk = self.fifo.read(min(size, self.fifo.samples))
+            chunk.pts, chunk.time_base = self.read, Fraction(1, self.rate)
+            self.read += chunk.samples
+            yield chunk
+
+    def _write(self, chunk: av.AudioFrame) -> None:
+        chunk.pts = None
+        self.fifo.write(chunk)
+        self.written = (self.written or 0) + chunk.samples
+
+    def _silence(self, samples: int) -> av.AudioFrame:
+        channels = av.AudioLayout(self.layout).nb_channels
+        dtype = self._DTYPES[self.format.packed.name]
+        shape = (channels, samples) if self.format.is_planar else (1, samples * channels)
+        frame = av.AudioFrame.from_ndarray(np.zeros(shape, dtype=dtype),
+                                           format=self.format.name, layout=self.layout)
+        frame.sample_rate = self.rate
+        return frame
 
 
 class ImageWriter:
@@ -196,6 +357,77 @@ def _stored_size(width: int, height: int, rotation: int) -> tuple[int, int]:
     return (height, width) if rotation in (90, 270) else (width, height)
 
 
+_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                 "slower", "veryslow", "placebo")
+_TRY_CODECS = "try libx264, libx265, libvpx-vp9 or libsvtav1"
+
+
+def check_encoder(codec: str, muxer: str, suffix: str, pix_fmt: str, enc: EncodeConfig) -> str:
+    """Refuse, as a `ConfigError` (exit 2), a video encoder that does not exist, is not a
+    video encoder, cannot go into the container, or will not open with these options;
+    return the pixel format to encode in (`pix_fmt`, or the full-range twin a JPEG-style
+    encoder needs). Opening a small trial encoder is what catches a bad preset."""
+    try:
+        found = av.Codec(codec, "w")
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        raise ConfigError(f"encode.codec: {codec!r} is not an encoder in this PyAV build "
+                          f"(a decoder-only or unknown name); {_TRY_CODECS}") from None
+    if found.type != "video":
+        raise ConfigError(f"encode.codec: {codec!r} is an {found.type} encoder; --codec takes "
+                          f"a video encoder: {_TRY_CODECS}")
+    with av.open(io.BytesIO(), "w", format=muxer) as probe_container:
+        fits = found.canonical_name in probe_container.supported_codecs
+    if not fits:
+        raise ConfigError(f"encode.codec: {codec!r} ({found.canonical_name}) cannot be "
+                          f"written to {suffix}; {_TRY_CODECS}")
+    options = _codec_options(codec, enc)
+    candidates = [pix_fmt]
+    if pix_fmt.startswith("yuv") and not pix_fmt.startswith("yuvj"):
+        candidates.append("yuvj" + pix_fmt[3:])  # mjpeg takes full-range YUV only
+    candidates += [f.name for f in (found.video_formats or ())[:1]]
+    for fmt in candidates:
+        if _opens(codec, fmt, options):
+            return fmt
+    if "preset" in options and _opens(codec, pix_fmt, {k: v for k, v in options.items()
+                                                      if k != "preset"}):
+        raise ConfigError(f"encode.preset: {enc.preset!r} is not a preset {codec} takes; "
+                          f"one of {', '.join(_X264_PRESETS)}")
+    raise ConfigError(f"encode.codec: {codec!r} cannot be opened for {pix_fmt} video with "
+                      f"options {options}; {_TRY_CODECS}")
+
+
+def _opens(codec: str, pix_fmt: str, options: dict[str, str]) -> bool:
+    ctx = av.CodecContext.create(codec, "w")
+    ctx.width, ctx.height = 256, 256
+    ctx.time_base = Fraction(1, 25)
+    ctx.framerate = Fraction(25)
+    try:
+        ctx.pix_fmt = pix_fmt
+        ctx.options = dict(options)
+        with _stderr_silenced():  # x264 prints its own "invalid preset" line
+            ctx.open()
+    except (av.FFmpegError, ValueError, TypeError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 sent to /dev/null for a moment (libraries that print directly)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # stderr is closed: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _set_threads(ctx, codec: str, threads: int) -> None:
     """Frame threads for the x264/x265 encoders, which are the CPU's work on a GPU machine
     without NVENC (an H100 has none). PyAV's default thread type for an encoder is SLICE,
@@ -206,12 +438,14 @@ def _set_threads(ctx, codec: str, threads: int) -> None:
         ctx.thread_type = "FRAME"
 
 
-_X26X = ("libx264", "libx264rgb", "libx265")  # take --crf and --preset as x264 does
+_X26X = ("libx264", "libx264rgb", "libx265")  # frame threads; --crf and --preset
 
 
 def _codec_options(codec: str, enc: EncodeConfig) -> dict[str, str]:
-    if codec in _X26X:
+    if codec in ("libx264", "libx264rgb"):
         return {"crf": str(enc.crf), "preset": enc.preset}
+    if codec == "libx265":  # x265 prints ~25 info lines on stderr unless told not to
+        return {"crf": str(enc.crf), "preset": enc.preset, "x265-params": "log-level=error"}
     if codec == "libvpx-vp9":
         return {"crf": str(enc.crf), "b": "0", "row-mt": "1",
                 "deadline": "realtime" if enc.preset in ("ultrafast", "superfast", "veryfast")

@@ -5,7 +5,10 @@ Every failure becomes an `InputError` that names the file and the problem in one
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +18,10 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
 
+log = logging.getLogger(__name__)
+
+# As for images (Pillow's DecompressionBombError threshold): larger frames are refused.
+MAX_VIDEO_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -44,6 +51,15 @@ class MediaInfo:
     color: dict[str, int] = field(default_factory=dict)
     side_streams: tuple[SideStream, ...] = ()
     has_alpha: bool = False
+    end_s: float | None = None  # where the container says the video stream ends (seconds)
+    container: str = ""  # FFmpeg's demuxer name(s), e.g. "avi", "matroska,webm"
+
+
+def local_url(path: str | os.PathLike[str]) -> str:
+    """What to hand `av.open` for a local file: FFmpeg reads a name with a colon in it
+    (`clip12:30.mp4`, `pipe:0.mp4`) as a protocol URL, so every path goes through the file
+    protocol explicitly."""
+    return "file:" + os.path.abspath(path)
 
 
 def media_kind(path: Path) -> str | None:
@@ -76,14 +92,21 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
 
 def _probe_image(path: Path) -> MediaInfo:
     try:
-        with Image.open(path) as img:
-            img.verify()  # catches truncated and corrupt files cheaply
-        with Image.open(path) as img:
-            img.load()
-            width, height = img.size
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation swaps axes
-                width, height = height, width
-            has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+        with quiet_bomb_warning(path, report=True):
+            with Image.open(path) as img:
+                img.verify()  # catches truncated and corrupt files cheaply
+            with Image.open(path) as img:
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:
+                    raise InputError(
+                        f"{path}: has {frames} frames (an animation or a multi-page image); "
+                        "only single images are restored: convert it to a video first "
+                        "(e.g. ffmpeg -i IN clip.mp4)")
+                img.load()
+                width, height = img.size
+                if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation swaps axes
+                    width, height = height, width
+                has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: not a readable image ({_reason(exc)})") from exc
     except Image.DecompressionBombError as exc:
@@ -91,9 +114,20 @@ def _probe_image(path: Path) -> MediaInfo:
     return MediaInfo(path=path, kind="image", width=width, height=height, has_alpha=has_alpha)
 
 
+@contextlib.contextmanager
+def quiet_bomb_warning(path: Path, report: bool = False):
+    """Pillow's DecompressionBombWarning (90-180 Mpx) as one log line naming the file, not a
+    raw warning with a site-packages path; `report=False` only silences it (said once)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        yield
+    if report and any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+        log.warning("%s: a very large image; decoding it takes a lot of memory", path)
+
+
 def _probe_video(path: Path) -> MediaInfo:
     try:
-        container = av.open(str(path), metadata_errors="replace")
+        container = av.open(local_url(path), metadata_errors="replace")
     except av.FFmpegError as exc:
         raise InputError(f"{path}: not a readable video ({_reason(exc)})") from exc
     with container:
@@ -108,12 +142,18 @@ def _probe_video(path: Path) -> MediaInfo:
             rotation = 0  # arbitrary angles are rare; the frames stay as stored
         ctx = stream.codec_context
         width, height = first.width, first.height
+        if width * height > MAX_VIDEO_PIXELS:
+            raise InputError(
+                f"{path}: frames of {width}x{height} ({width * height / 1e6:.0f} Mpx) are "
+                f"larger than the {MAX_VIDEO_PIXELS / 1e6:.0f} Mpx a video frame may have "
+                "(the limit images have too); scale it down first")
         if rotation in (90, 270):
             width, height = height, width
         sides = tuple(
-            SideStream(s.index, s.type, s.codec_context.name)
+            SideStream(s.index, s.type, _codec_id_name(s))
             for s in container.streams
-            if s.type in ("audio", "subtitle") and s.codec_context is not None
+            if (s.type in ("audio", "subtitle") or (s.type == "video" and s is not stream))
+            and s.codec_context is not None
         )
         duration = None
         if stream.duration is not None:
@@ -128,6 +168,8 @@ def _probe_video(path: Path) -> MediaInfo:
             "color_trc": int(ctx.color_trc),
         }
         return MediaInfo(
+            end_s=_declared_end(stream),
+            container=container.format.name,
             path=path,
             kind="video",
             width=width,
@@ -145,25 +187,70 @@ def _probe_video(path: Path) -> MediaInfo:
 
 
 def _check_index_complete(path: Path, stream: av.video.stream.VideoStream) -> None:
-    """An indexed container whose index points past the end of the file was cut short."""
+    """An indexed container (mp4, mov, avi) any of whose entries points past the end of the
+    file was cut short or is damaged: the demuxer would stop there without a word."""
     entries = stream.index_entries
-    if not entries:
-        return
-    last = entries[len(entries) - 1]
     size = path.stat().st_size
-    if last.pos > 0 and last.pos + last.size > size:
-        raise InputError(
-            f"{path}: truncated (the index needs {last.pos + last.size} bytes, the file has {size})"
-        )
+    for i in range(len(entries)):
+        entry = entries[i]
+        if entry.pos > 0 and entry.pos + entry.size > size:
+            where = "the index needs" if i == len(entries) - 1 else f"index entry {i} of " \
+                f"{len(entries)} points to"
+            raise InputError(
+                f"{path}: truncated ({where} {entry.pos + entry.size} bytes, the file has {size})"
+            )
+
+
+_PROBE_PACKETS = 250  # how far to look for a first decodable frame past damaged packets
 
 
 def _first_frame(path: Path, container: av.container.InputContainer, stream) -> av.VideoFrame:
+    """The first frame that decodes; damaged packets before it are skipped (the decoder
+    fills them in later), so a damaged first keyframe does not refuse a clip that decodes."""
+    first_error: av.FFmpegError | None = None
+    packets = 0
     try:
-        for frame in container.decode(stream):
-            return frame
+        for packet in container.demux(stream):
+            packets += 1
+            try:
+                for frame in packet.decode():
+                    return frame
+            except av.FFmpegError as exc:
+                first_error = first_error or exc
+            if packets >= _PROBE_PACKETS:
+                break
     except av.FFmpegError as exc:
-        raise InputError(f"{path}: video cannot be decoded ({_reason(exc)})") from exc
+        first_error = first_error or exc
+    if first_error is not None:
+        raise InputError(f"{path}: video cannot be decoded ({_reason(first_error)})") \
+            from first_error
     raise InputError(f"{path}: video stream has zero frames")
+
+
+def _declared_end(stream) -> float | None:
+    """Where the container says the video stream ends: its duration (mp4, mov, avi) or
+    Matroska's per-track DURATION tag; None when it does not say."""
+    if stream.duration is not None and stream.duration > 0:
+        start = stream.start_time or 0
+        return float((start + stream.duration) * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    return None
+
+
+def _codec_id_name(stream) -> str:
+    """The codec's own name (`mp3`), not its decoder's (`mp3float`): what a container takes
+    is decided by codec id."""
+    ctx = stream.codec_context
+    try:
+        return ctx.codec.canonical_name
+    except AttributeError:
+        return ctx.name
 
 
 def _bit_depth(fmt: av.VideoFormat) -> int:
