@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import HWDECODE, SCALES, load_config, preset_path
-from .errors import ConfigError, VidrestoreError
+from .config import HWDECODE, SCALES
+from .errors import VidrestoreError
 
 log = logging.getLogger("vidrestore")
 
@@ -325,13 +325,9 @@ def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load(config: str | None, flags: dict[str, Any]):
-    if config is None:
-        return load_config("default", None, flags)
-    if Path(config).is_file():
-        return load_config("default", config, flags)
-    if config.endswith((".yaml", ".yml")):
-        raise ConfigError(f"{config}: no such config file")
-    return load_config("default", preset_path(config), flags)
+    from .api import load_config as load
+
+    return load(config or "default", **flags)
 
 
 def _run(job, debug: bool):

@@ -66,7 +66,8 @@ class Pipeline:
                  hwdecode: str = "none", progress: Progress | None = None,
                  failures: FailureLog | None = None,
                  failure_limit: FailureLimit | None = None,
-                 queue_bytes: int | None = None) -> None:
+                 queue_bytes: int | None = None,
+                 cancel: threading.Event | None = None) -> None:
         self.info, self.plan, self.stages, self.device = info, plan, list(stages), device
         self.batch_size = batch_size
         self.encode_config = encode_config
@@ -85,6 +86,7 @@ class Pipeline:
             maxsize=queue_slots(queue_frames, self.batch_size, out_bytes, queue_bytes))
         self._side: queue.SimpleQueue[SidePacket] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._cancel = cancel  # set by a library caller: stop at the next frame
         self._errors: list[BaseException] = []
 
     def run(self, output_path, log: RunLog) -> RunStats:
@@ -154,7 +156,8 @@ class Pipeline:
                 self._drain_side(writer)
                 started = time.perf_counter()
                 writer.write(item.image, item.source)
-                item.record["timings_ms"]["encode"] = round((time.perf_counter() - started) * 1000, 3)
+                encode_ms = (time.perf_counter() - started) * 1000
+                item.record["timings_ms"]["encode"] = round(encode_ms, 3)
                 log.frame(item.record)
                 self.stats.frames_out += 1
                 if self.progress:
@@ -198,6 +201,8 @@ class Pipeline:
     def _batches(self) -> Iterator[list[Frame]]:
         batch: list[Frame] = []
         while (item := self._get(self._frames)) is not _END:
+            if self._cancel is not None and self._cancel.is_set():
+                raise Cancelled("cancelled")
             self.stats.frames_in += 1
             batch.append(self._fit(item))
             if len(batch) == self.batch_size:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,14 @@ def default_log_path(output: Path) -> Path:
 def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str],
             cfg: RunConfig, *, log_path: str | os.PathLike[str] | None = None,
             overwrite: bool = False, progress: Progress | None = None,
-            store: ModelStore | None = None) -> dict[str, Any]:
+            store: ModelStore | None = None,
+            cancel: threading.Event | None = None) -> dict[str, Any]:
     """Restore `input_path` into `output_path`; return the run's summary.
 
     OUT and its log appear only when the whole run has succeeded: both are written to
     partial files beside them and renamed at the end; any failure removes the partials.
-    `store` finds the model files (default: the store `cfg.models` describes).
+    `store` finds the model files (default: the store `cfg.models` describes). Setting
+    `cancel` stops the run at the next frame with `Cancelled`, removing the partials.
     """
     started = time.perf_counter()
     src, dst = Path(input_path), Path(output_path)
@@ -73,7 +76,7 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
         pipeline = Pipeline(info, plan, built.stages, device, batch_size=cfg.batch_size,
                             queue_frames=cfg.queue_frames, encode_config=cfg.encode,
                             hwdecode=cfg.decode.hwaccel, progress=progress,
-                            failures=failures, failure_limit=limit)
+                            failures=failures, failure_limit=limit, cancel=cancel)
         stats = pipeline.run(partial, runlog)
         wall_s = time.perf_counter() - started
         summary = {
