@@ -1,3 +1,5 @@
+"""`python -m vidrestore`: the command line."""
+
 from .cli import main
 
 main()

@@ -39,11 +39,11 @@ def eval_command(ctx: click.Context, reference: Path, restored: Path, json_path:
     from .memory import settle_process
 
     settle_process()  # before torch is imported, as for a restore
-    from .cli import _load  # the one way presets and files are read
+    from .api import load_config  # the one way presets and files are read
     from .device import resolve_device
     from .evaluate import evaluate, open_measures
 
-    cfg = _load(config, {"models": {"dir": models_dir, "download": False}})
+    cfg = load_config(config or "default", models={"dir": models_dir, "download": False})
     torch_device = resolve_device(device)
     measures = open_measures(cfg, torch_device, identity=not no_identity, lpips=not no_lpips)
     result = evaluate(reference, restored, measures)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import EncodeConfig
 from ..errors import OutputError
+from .encoders import check_encoder
 from .probe import IMAGE_EXTENSIONS, MediaInfo, SideStream, media_kind
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,6 @@ def plan_output(info: MediaInfo, out: Path, scale: int, enc: EncodeConfig,
     muxer, default_codec, audio_ok, audio_fallback, subs_ok = _CONTAINERS[out.suffix.lower()]
     codec = default_codec if enc.codec == "auto" else enc.codec
     pix_fmt = enc.pix_fmt if enc.pix_fmt != "auto" else _pick_pix_fmt(info, codec, width, height)
-    from .encode import check_encoder  # encode imports this module
 
     pix_fmt = check_encoder(codec, muxer, out.suffix, pix_fmt, enc)
     takes = _muxer_codecs(muxer)

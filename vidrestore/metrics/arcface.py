@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from ..errors import ChecksumError, ModelError
+from ..face_geometry import similarity_transforms
 from ..models.registry import FileDigest
 from ..models.store import ResolvedModel
-from ..stages.align import similarity_transforms
-from .identity import LandmarkedFace, rgb_uint8
+from .faces import LandmarkedFace, rgb_uint8
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -28,16 +28,11 @@ from ..config import IDENTITY_ENCODERS
 from ..errors import ConfigError, ModelError
 from ..models.bundled_faces import dlib_model_path
 from ..models.store import ModelStore
+from .faces import LandmarkedFace, rgb_uint8
+
+__all__ = ["IdentityEncoder", "LandmarkedFace", "cosine", "open_identity_encoder", "rgb_uint8"]
 
 log = logging.getLogger(__name__)
-
-
-class LandmarkedFace(NamedTuple):
-    """image: (H, W, 3) uint8 RGB. landmarks: (5, 2) float x, y in that image's pixels,
-    RetinaFace order: left eye, right eye, nose tip, left, right mouth corner (as seen)."""
-
-    image: np.ndarray
-    landmarks: np.ndarray
 
 
 class IdentityEncoder(Protocol):
@@ -157,12 +152,6 @@ class DlibFaceEncoder:
         left, top = np.round(centre - half).astype(int)
         right, bottom = np.round(centre + half).astype(int)
         return self._dlib.rectangle(int(left), int(top), int(right), int(bottom))
-
-
-def rgb_uint8(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"face image must be uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image)
 
 
 def _import_dlib():
