@@ -26,7 +26,7 @@ from .batch import FrameBatch
 from .errors import Cancelled
 from .failures import FailureLimit, FailureLog
 from .frames import Frame, OutputFrame
-from .stages import Stage
+from .stages import Stage, StreamStage
 from .transfer import HostTransfer
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,9 @@ class StageRunner:
         return OutputFrame(frame, image, self._record(frame, {}, {}))
 
     def _stream_states(self) -> dict[int, Any]:
-        """Copies of what stateful stages (the tracker's `state`) carry between batches."""
+        """Copies of what the `StreamStage`s (tracker, colour, white balance) carry."""
         return {i: copy.deepcopy(stage.state) for i, stage in enumerate(self.stages)
-                if hasattr(stage, "state")}
+                if isinstance(stage, StreamStage)}
 
     def _restore_stream_states(self, saved: dict[int, Any]) -> None:
         for i, state in saved.items():

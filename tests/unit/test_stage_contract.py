@@ -133,3 +133,14 @@ def test_frame_batch_refuses_an_inference_tensor_or_an_output_aliasing_inputs():
     with pytest.raises(ValueError, match="shares memory with inputs"):
         FrameBatch(inputs=x, scale=1, output=x.view_as(x))
     FrameBatch(inputs=x, scale=1, output=x.clone())  # a copy is fine
+
+
+def test_the_stages_that_carry_stream_state_say_so():
+    from vidrestore.stages import StreamStage
+
+    face = FaceStage(FaceConfig(identity=False),
+                     FaceModels(FaceDetector("bundled", CPU), PassthroughRestorer()), CPU)
+    preprocess = Preprocessor(build_config({}).preprocess, CPU)
+    assert isinstance(face, StreamStage) and isinstance(preprocess, StreamStage)
+    assert not isinstance(PlainResize(), StreamStage)
+    assert not isinstance(BackgroundUpscaler(compact(2), CPU), StreamStage)
