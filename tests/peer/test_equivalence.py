@@ -76,7 +76,7 @@ def bgr_float(rgb: torch.Tensor) -> np.ndarray:
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) float RGB [0, 1] -> (N, H, W, 3) uint8 BGR through vidrestore's download."""
-    return HostTransfer(CPU).download_(frames.clone())[..., ::-1]
+    return HostTransfer(CPU).download(frames.clone())[..., ::-1]
 
 
 def zone_plate(size: int) -> np.ndarray:
