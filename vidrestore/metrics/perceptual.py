@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from ..models.reader import read_state_dict
 from ..models.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -88,18 +88,7 @@ def open_lpips(store: ModelStore, device: torch.device | str = "cpu"
 
 
 def _read(path: str | Path, what: str) -> Mapping[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelError(f"{path}: the {what} file holds Python objects besides tensors and "
-                         "is not loaded, as unpickling them could run code") from exc
-    except Exception as exc:  # truncated zip, not a torch file, ...
-        raise ModelError(f"cannot read the {what} from {path} ({type(exc).__name__}: "
-                         f"{str(exc).strip()[:160]})") from exc
-    if not isinstance(state, Mapping) or not all(
-            isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path}: the {what} file is not a state dict of tensors")
-    return state
+    return read_state_dict(path, what=what)
 
 
 def _trunk_state(net, trunk: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,8 +1,8 @@
 """`load_image_model`: a resolved restorer or upscaler file as a ready spandrel descriptor.
 
-Files are read safely: safetensors as plain tensors, .pth/.ckpt through spandrel's
-`ModelLoader`, whose restricted unpickler accepts tensors and ordered dicts only. Any failure
-to read or recognise the file becomes one `ModelError` line, never a raw traceback.
+Files are read by `reader.read_state_dict` (safetensors, or spandrel's restricted unpickler:
+tensors only). Any failure to read or recognise the file becomes one `ModelError` line,
+never a raw traceback.
 
 Architectures are detected by spandrel's registry plus the ones vidrestore writes itself for
 files spandrel cannot load (RestoreFormer++, see `arch/restoreformer.py`), checked first.
@@ -11,11 +11,8 @@ files spandrel cannot load (RestoreFormer++, see `arch/restoreformer.py`), check
 from __future__ import annotations
 
 import logging
-import pickle
-import zipfile
 
 import torch
-from safetensors import SafetensorError
 from spandrel import (
     MAIN_REGISTRY,
     ArchSupport,
@@ -26,13 +23,11 @@ from spandrel import (
 
 from ..errors import ModelError
 from .arch.restoreformer import RestoreFormerPlusPlusArch
+from .reader import READ_ERRORS, first_line, read_state_dict
 from .store import ResolvedModel
 
 log = logging.getLogger(__name__)
 
-# What reading a truncated, corrupt or foreign file raises inside torch.load / safetensors.
-_READ_ERRORS = (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError,
-                zipfile.BadZipFile, SafetensorError)
 
 IMAGE_ROLES = ("face_restorer", "background_upscaler")
 CPU = torch.device("cpu")
@@ -58,23 +53,15 @@ def load_image_model(resolved: ResolvedModel, device: torch.device = CPU
         raise ModelError(f"{spec.name} is a {spec.role}, not an image model; "
                          f"load_image_model takes roles {list(IMAGE_ROLES)}")
     loader = ModelLoader(device, registry=ARCHITECTURES)
-    try:
-        state = loader.load_state_dict_from_file(path)
-    except pickle.UnpicklingError as exc:
-        raise ModelError(f"{spec.name}: {path} holds Python objects besides tensors "
-                         f"({_first_line(exc)}) and is not loaded, as unpickling them could run "
-                         f"code; {_advice(resolved)}") from exc
-    except _READ_ERRORS as exc:
-        raise ModelError(f"{spec.name}: cannot read {path} ({_first_line(exc)}); the file is "
-                         f"truncated or corrupt: {_advice(resolved)}") from exc
+    state = read_state_dict(path, what=spec.name, advice=_advice(resolved))
     try:
         descriptor = loader.load_from_state_dict(state)
     except UnsupportedModelError as exc:
         raise ModelError(f"{spec.name}: {path} is not an architecture spandrel "
                          f"{_spandrel_version()} can load (expected {spec.arch})") from exc
-    except _READ_ERRORS as exc:  # a known architecture whose tensors do not fit it
+    except READ_ERRORS as exc:  # a known architecture whose tensors do not fit it
         raise ModelError(f"{spec.name}: {path} does not fit the {spec.arch} architecture "
-                         f"({_first_line(exc)})") from exc
+                         f"({first_line(exc)})") from exc
     _check_descriptor(descriptor, resolved)
     descriptor.eval()
     descriptor.model.requires_grad_(False)
@@ -97,11 +84,6 @@ def _advice(resolved: ResolvedModel) -> str:
     if resolved.source == "file":  # the user's own file: we cannot fetch it again
         return "check the file (a state dict saved with torch.save, or .safetensors)"
     return f"delete it and run `vidrestore models download {resolved.requested}`"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
 def _spandrel_version() -> str:

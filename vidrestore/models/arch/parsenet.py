@@ -25,7 +25,6 @@ the paste-back mask facexlib's FaceRestoreHelper uses.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 
 import torch
@@ -34,6 +33,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ...errors import ModelError
+from ..reader import read_state_dict
 
 INPUT_MEAN = (0.5, 0.5, 0.5)  # RGB, on pixels scaled to 0..1
 INPUT_STD = (0.5, 0.5, 0.5)
@@ -217,26 +217,12 @@ def parsenet_from_state_dict(state_dict: Mapping[str, object]) -> ParseNet:
 
 
 def load_parsenet(path: str | os.PathLike[str]) -> ParseNet:
-    """Load a ParseNet checkpoint (.pth) safely with `torch.load(weights_only=True)`, on the
-    CPU; move it to the device afterwards. Every failure is a one-line ModelError."""
+    """Load a ParseNet checkpoint (.pth) through the one safe reader, on the CPU; move it to
+    the device afterwards. Every failure is a one-line ModelError."""
+    state = read_state_dict(path, what="ParseNet", advice="delete it and run `vidrestore "
+                            "models download parsenet` (facexlib's parsing_parsenet.pth)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelError(f"ParseNet weights not found: {path}; run `vidrestore models "
-                         "download parsenet` or place parsing_parsenet.pth there") from exc
-    except pickle.UnpicklingError as exc:  # weights_only refused a global
-        raise ModelError(f"{path} holds Python objects besides tensors and is not loaded, as "
-                         "unpickling them could run code; expected facexlib's "
-                         "parsing_parsenet.pth (a plain state dict)") from exc
-    except Exception as exc:  # truncated zip, not a torch file, ...
-        raise ModelError(f"cannot read ParseNet weights {path} ({_first_line(exc)}); if the "
-                         "file is truncated or corrupt, delete it and run `vidrestore models "
-                         "download parsenet`") from exc
-    if not isinstance(obj, Mapping):
-        raise ModelError(f"{path} holds a {type(obj).__name__}, not a state dict; expected "
-                         "facexlib's parsing_parsenet.pth")
-    try:
-        return parsenet_from_state_dict(obj)
+        return parsenet_from_state_dict(state)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc
 

@@ -33,6 +33,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import Bottleneck
 
 from ...errors import ModelError
+from ..reader import read_state_dict
 
 MEAN_BGR = (104.0, 117.0, 123.0)
 STRIDES = (8, 16, 32)
@@ -277,20 +278,10 @@ def retinaface_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Retina
 
 def load_retinaface(path: str | os.PathLike[str]) -> RetinaFace:
     """Load an official RetinaFace checkpoint (.pth, a state dict, optionally wrapped in
-    {'state_dict': ...}) safely, with `torch.load(weights_only=True)`, on the CPU."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelError(f"RetinaFace weights not found: {path}") from exc
-    except Exception as exc:  # unpickling refused, truncated zip, not a torch file, ...
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"cannot read RetinaFace weights {path}: {reason}") from exc
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"{path} holds no state dict of tensors; expected an official "
-                         "RetinaFace .pth such as detection_Resnet50_Final.pth")
-    return retinaface_from_state_dict(obj)
+    {'state_dict': ...}) through the one safe reader, on the CPU."""
+    state = read_state_dict(path, what="RetinaFace", advice="expected an official RetinaFace "
+                            ".pth such as detection_Resnet50_Final.pth")
+    return retinaface_from_state_dict(state)
 
 
 def _backbone_of(state_dict: Mapping[str, torch.Tensor]) -> str:
