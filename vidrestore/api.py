@@ -75,10 +75,10 @@ class Restorer:
         from .memory import settle_process
 
         settle_process()
+        from .compose import build_stages
         from .device import resolve_device
         from .models import ModelStore
         from .stage_runner import RunStats, StageRunner
-        from .stages.build import build_stages
 
         self.config = config or load_config()
         self.device = resolve_device(self.config.device)

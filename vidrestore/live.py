@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from . import __version__
+from .compose import build_stages
 from .config import RunConfig
 from .device import resolve_device
 from .errors import OutputError
@@ -47,7 +48,6 @@ from .newest import NewestItems
 from .run import partial_path
 from .runlog import RunLog
 from .stage_runner import RunStats, StageRunner
-from .stages.build import build_stages
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .compose import build_stages
 from .config import RunConfig
 from .destination import (
     check_destination,
@@ -28,7 +29,6 @@ from .metrics.summary import FaceSummary
 from .models import ModelStore
 from .pipeline import Pipeline, Progress
 from .runlog import RunLog
-from .stages.build import build_stages
 
 log = logging.getLogger(__name__)
 

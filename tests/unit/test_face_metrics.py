@@ -19,7 +19,7 @@ from vidrestore.metrics.identity import DlibFaceEncoder, open_identity_encoder
 from vidrestore.metrics.perceptual import Lpips, open_lpips
 from vidrestore.metrics.summary import FaceSummary
 from vidrestore.models.store import ModelStore
-from vidrestore.stages.build import build_stages
+from vidrestore.compose import build_stages
 from vidrestore.stages.detect import FaceDetector
 from vidrestore.stages.face import SKIPPED_REASON, FaceModels, FaceStage
 from vidrestore.stages.restore import PassthroughRestorer

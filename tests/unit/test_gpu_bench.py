@@ -74,7 +74,7 @@ def test_the_peer_shim_adds_only_the_removed_module(monkeypatch):
 
 
 def test_vidrestore_never_loads_the_peer_shim():
-    code = ("import sys, vidrestore.cli, vidrestore.run, vidrestore.stages.build; "
+    code = ("import sys, vidrestore.cli, vidrestore.run, vidrestore.compose; "
             "print('torchvision_shim' in sys.modules, "
             "'torchvision.transforms.functional_tensor' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,4 +1,7 @@
-"""`build_stages`: the stage list for a run, in the order of the pipeline diagram."""
+"""`build_stages`: the composition root, the one place that knows both the config and the
+models. It finds each model in the store, refuses one given in the wrong role, loads it and
+builds the stage list in the order of the pipeline diagram. File runs, the webcam and the
+library's `Restorer` all get their stages here; the stages themselves take loaded models."""
 
 from __future__ import annotations
 
@@ -8,22 +11,22 @@ from typing import Any
 
 import torch
 
-from ..config import FaceConfig, RunConfig
-from ..errors import ConfigError, DownloadError, ModelError, UnknownModelError
-from ..failures import FailureLog
-from ..metrics.identity import open_identity_encoder
-from ..metrics.perceptual import LPIPS_TRUNK, open_lpips
-from ..models import ModelStore, load_image_model
-from ..models.arch.parsenet import fuse_batchnorm as fuse_parsenet
-from ..models.arch.parsenet import load_parsenet
-from ..models.registry import get_spec
-from . import Stage
-from .detect import FaceDetector
-from .face import FaceModels, FaceStage
-from .precision import supports_bf16
-from .preprocess import Preprocessor
-from .restore import FaceRestorer, PassthroughRestorer
-from .upscale import BackgroundUpscaler, PlainResize
+from .config import FaceConfig, RunConfig
+from .errors import ConfigError, DownloadError, ModelError, UnknownModelError
+from .failures import FailureLog
+from .metrics.identity import open_identity_encoder
+from .metrics.perceptual import LPIPS_TRUNK, open_lpips
+from .models import ModelStore, load_image_model
+from .models.arch.parsenet import fuse_batchnorm as fuse_parsenet
+from .models.arch.parsenet import load_parsenet
+from .models.registry import get_spec
+from .stages import Stage
+from .stages.detect import FaceDetector
+from .stages.face import FaceModels, FaceStage
+from .stages.precision import supports_bf16
+from .stages.preprocess import Preprocessor
+from .stages.restore import FaceRestorer, PassthroughRestorer
+from .stages.upscale import BackgroundUpscaler, PlainResize
 
 log = logging.getLogger(__name__)
 
