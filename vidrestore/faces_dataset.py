@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 
 CROP_SIZE = 512
 CHIP_SIZE, CHIP_PADDING = 150, 0.25  # dlib's identity chip
+# Sources are grouped as one person from this cosine of their mean unit dlib embeddings. On
+# ../shared/media/clean, faces within one clip score 0.90-0.99 with each other and source
+# means of different people 0.78-0.94; dlib's own 0.6-distance rule (0.91 here) chained every
+# clip into one group, so the grouping uses the stricter 0.945.
+SAME_PERSON_COSINE = 0.945
 ProgressFn = Callable[[str, int], None]  # (source id, faces kept so far in it)
 
 
@@ -58,7 +63,8 @@ class ExtractSettings:
 
     min_eye_px: eye distance in frame pixels below which a face is dropped (too small).
     min_score: least detection score.
-    min_sharpness: least variance of the Laplacian of the crop's grey centre (0-255 scale).
+    min_sharpness: least variance of the Laplacian of the crop's grey centre (0-255 scale);
+        clean faces of the media measure 3-20 (smooth skin), a smeared one below 1.
     dedupe: a video face is kept only when its crop differs from the last kept crop of its
         track by at least this mean absolute difference (0-1, on 64 px thumbnails).
     every: look at every n-th frame of a video.
@@ -71,7 +77,7 @@ class ExtractSettings:
 
     min_eye_px: float = 24.0
     min_score: float = 0.9
-    min_sharpness: float = 10.0
+    min_sharpness: float = 1.0
     dedupe: float = 0.02
     every: int = 1
     max_per_source: int = 0
@@ -296,9 +302,7 @@ def split_sources(records: list[dict[str, Any]], settings: ExtractSettings) -> d
     """source id -> "train" or "val", whole identity groups at a time."""
     from fnmatch import fnmatch
 
-    from .metrics.identity import DLIB_COSINE_THRESHOLD
-
-    groups = identity_groups(records, DLIB_COSINE_THRESHOLD)
+    groups = identity_groups(records, SAME_PERSON_COSINE)
     names = {r["source_id"]: Path(r["source"]).name for r in records}
     if settings.val_sources:
         forced = {sid for sid, name in names.items()
