@@ -245,11 +245,15 @@ def extract_faces(inputs: Sequence[str | os.PathLike[str]], dataset: str | os.Pa
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
         os.replace(tmp, part)  # a source counts as done only once its part is whole
         log.info("%s: %d faces", path, len(records))
-    return write_manifest(root, settings, [source_id(p) for p in files])
+    return write_manifest(root, settings)
 
 
-def write_manifest(root: Path, settings: ExtractSettings, source_ids: list[str]
-                   ) -> dict[str, Any]:
+def write_manifest(root: Path, settings: ExtractSettings,
+                   source_ids: list[str] | None = None) -> dict[str, Any]:
+    """manifest.jsonl and dataset.json from the finished sources (default: every part in
+    the dataset, so inputs added by a later extract join the earlier ones)."""
+    if source_ids is None:
+        source_ids = sorted(p.stem for p in (root / "parts").glob("*.jsonl"))
     records = [json.loads(line) for sid in source_ids
                for line in (root / "parts" / f"{sid}.jsonl").read_text().splitlines()]
     splits = split_sources(records, settings)

@@ -89,6 +89,9 @@ def _face_restorer(face: FaceConfig, device, store: ModelStore, built: BuiltStag
     restorer = FaceRestorer(load_image_model(resolved, device), device, half=face.half,
                             fidelity=face.fidelity, compile=face.compile)
     built.models["face"] = {**resolved.describe(), **_run_settings(restorer)}
+    if resolved.is_fallback:
+        built.warnings.append(f"face model {face.model} is not available; using "
+                              f"{resolved.spec.name} ({resolved.source}) in its place")
     return restorer
 
 

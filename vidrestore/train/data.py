@@ -68,7 +68,7 @@ class FaceCrops:
 
 
 def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255).contiguous()
 
 
 class TrainSampler:
