@@ -97,7 +97,8 @@ def face_figures(ref_frames, out_frames, detector, encoder) -> dict:
             ids.append(float(cosine(emb[0], emb[1])))
             if not crops:
                 crops.append(out[box[1]:box[3], box[0]:box[2]])
-    return {"face_psnr": round(float(np.mean(psnrs)), 3), "face_ssim": round(float(np.mean(ssims)), 4),
+    return {"face_psnr": round(float(np.mean(psnrs)), 3),
+            "face_ssim": round(float(np.mean(ssims)), 4),
             "identity": round(float(np.mean(ids)), 4), "faces": len(psnrs)}, crops
 
 
@@ -166,9 +167,9 @@ def main() -> None:
 def save_grid(tiles, rows, detector, path: Path) -> None:
     """Per clip, frame 0's face: degraded input through passthrough | model | reference."""
     import matplotlib
+    from matplotlib.figure import Figure
 
     from vidrestore.report import STYLE, _image_axes, _save
-    from matplotlib.figure import Figure
 
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(4.5, 1.6 * len(tiles)), layout="constrained")

@@ -90,7 +90,8 @@ def test_extract_resumes_without_redoing_finished_sources(dataset, media, monkey
     monkeypatch.setattr(faces_dataset.FaceCutter, "cut",
                         lambda self, path, out, on_face=None: calls.append(path) or [])
     photo = media / "clean" / "images" / PHOTOS[0]
-    faces_dataset.extract_faces([photo], dataset, faces_dataset.ExtractSettings(val_sources=tuple(VAL)))
+    settings = faces_dataset.ExtractSettings(val_sources=tuple(VAL))
+    faces_dataset.extract_faces([photo], dataset, settings)
     assert calls == []  # its part file exists: skipped
 
 
@@ -233,3 +234,12 @@ def _summary(out: Path) -> dict:
     records = [json.loads(line) for line in log.read_text().splitlines()]
     last = records[-1]
     return last.get("summary", last)
+
+
+@pytest.mark.needs_cuda
+def test_training_runs_bf16_channels_last_on_cuda(cli, dataset, tmp_path):
+    config = _tiny_config(tmp_path, optim={"steps": 3})
+    result = cli("train", "--data", dataset, "--out", tmp_path / "run", "--config", config,
+                 "--device", "cuda")
+    assert result.exit_code == 0, result.output
+    assert len(_steps(tmp_path / "run")) == 3

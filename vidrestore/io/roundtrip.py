@@ -19,8 +19,9 @@ def codec_roundtrip(image: np.ndarray, crf: int, codec: str = "libx264",
     context = av.CodecContext.create(codec, "w")
     context.width, context.height, context.pix_fmt = width, height, "yuv420p"
     context.time_base = Fraction(1, 25)
-    context.options = {"crf": str(int(crf)), "preset": preset, "tune": "zerolatency"} if codec == "libx264" else {
-        "crf": str(int(crf))}
+    context.options = {"crf": str(int(crf))}
+    if codec == "libx264":
+        context.options = {**context.options, "preset": preset, "tune": "zerolatency"}
     context.thread_count = 1
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
     frame.pts = 0

@@ -299,7 +299,8 @@ class Trainer:
                     self._stop = True  # a second Ctrl-C inside a step: keep the last state
                     break
                 seconds = time.perf_counter() - started
-                record = {"kind": "step", "step": self.step, "lr": learning_rate(cfg, self.step - 1),
+                record = {"kind": "step", "step": self.step,
+                          "lr": learning_rate(cfg, self.step - 1),
                           **{k: _finite(v) for k, v in totals.items()},
                           "seconds": round(seconds, 4),
                           "samples_per_s": round(totals["samples"] / max(seconds, 1e-9), 3)}
@@ -421,7 +422,8 @@ def _save_strip(path: Path, batch: Batch, out: torch.Tensor, count: int = 4) -> 
 
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in range(min(count, out.shape[0])):
+    picks = np.linspace(0, out.shape[0] - 1, num=min(count, out.shape[0])).round().astype(int)
+    for i in picks:
         tiles = [batch.degraded[i], out[i], batch.clean[i]]
         rows.append(torch.cat([t.clamp(0, 1) for t in tiles], 2))
     image = (torch.cat(rows, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
