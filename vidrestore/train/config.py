@@ -35,7 +35,8 @@ class ModelSection:
 class DataSection:
     """patch: side of the random training patches cut from the 512 crops (0: whole crops;
     GFPGAN always takes whole crops). degradation: preset name ("gfpgan", "video") and
-    `degradation_overrides` (prob / ranges entries)."""
+    `degradation_overrides` (prob / ranges entries). val_faces: whole validation faces
+    scored every `val_every` steps and at the end (0: no validation)."""
 
     patch: int = 128
     batch: int = 8

@@ -268,7 +268,7 @@ class Trainer:
 
     def validate(self, kind: str = "val") -> dict[str, Any] | None:
         crops = self.val_crops if kind == "val" else self.gen_crops
-        if crops is None:
+        if crops is None or (kind == "val" and self.cfg.data.val_faces == 0):
             return None
         batch = validation_batch(crops, self.val_degrader, self.cfg.data.val_faces
                                  if kind == "val" else max(self.cfg.data.val_faces, 32),
