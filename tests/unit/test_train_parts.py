@@ -45,7 +45,8 @@ def test_the_gfpgan_preset_has_gfpgans_published_ranges():
 
 
 def test_every_step_of_the_presets_runs_including_the_codec():
-    overrides = {"prob": {name: 1.0 for name in PRESETS["video"].prob}}
+    overrides = {"prob": {**{name: 1.0 for name in PRESETS["video"].prob},
+                          "clean": 0.0, "light": 0.0}}
     degrader = Degrader(get_preset("video", overrides), seed=1)
     names = [n for n, _ in degrader.recipe(0)]
     assert names == ["blur", "motion", "downscale", "cast", "noise", "jpeg", "codec"]
@@ -138,3 +139,16 @@ def test_training_config_refuses_unknown_keys_with_their_path(tmp_path):
     with pytest.raises(ConfigError, match="optim.stepz"):
         load_train_config(path)
     assert isinstance(load_train_config(), TrainConfig)
+
+
+def test_the_video_preset_leaves_some_faces_clean_and_degrades_some_lightly():
+    degrader = Degrader(get_preset("video"), seed=0)
+    recipes = [degrader.recipe(i) for i in range(400)]
+    clean = sum(r == [] for r in recipes) / 400
+    assert 0.03 < clean < 0.15
+    image = _face()
+    untouched = next(i for i, r in enumerate(recipes) if r == [])
+    assert np.array_equal(degrader(image, untouched), image)
+    blurs = [p["sigma"] for r in recipes for n, p in r if n == "blur"]
+    low, high = PRESETS["video"].ranges["blur.sigma"]
+    assert min(blurs) < low + (high - low) / 4 and max(blurs) > high - (high - low) / 4
