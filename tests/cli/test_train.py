@@ -111,7 +111,8 @@ def test_loss_falls_and_the_model_beats_passthrough(cli, dataset, tmp_path):
     config = _tiny_config(tmp_path, optim={"steps": 40, "lr": 3e-3, "warmup": 2},
                           data={"degradation_overrides": {
                               "prob": {"codec": 0.0, "jpeg": 0.0, "motion": 0.0, "cast": 1.0,
-                                       "blur": 1.0, "downscale": 0.0, "noise": 0.0},
+                                       "blur": 1.0, "downscale": 0.0, "noise": 0.0,
+                                       "clean": 0.0, "light": 0.0},
                               "ranges": {"cast.gain": [0.75, 0.8], "blur.sigma": [0.8, 1.0]}}})
     result = _train(cli, dataset, tmp_path / "run", config)
     assert result.exit_code == 0, result.output

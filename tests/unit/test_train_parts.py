@@ -152,3 +152,12 @@ def test_the_video_preset_leaves_some_faces_clean_and_degrades_some_lightly():
     blurs = [p["sigma"] for r in recipes for n, p in r if n == "blur"]
     low, high = PRESETS["video"].ranges["blur.sigma"]
     assert min(blurs) < low + (high - low) / 4 and max(blurs) > high - (high - low) / 4
+
+
+@pytest.mark.parametrize("bounds", [(0.85, 1.15), (0.75, 0.8), (1.1, 1.3)])
+def test_light_casts_stay_inside_their_range(bounds):
+    preset = get_preset("video", {"prob": {"clean": 0.0, "light": 1.0, "cast": 1.0},
+                                  "ranges": {"cast.gain": bounds}})
+    for i in range(20):
+        cast = dict(Degrader(preset, 0).recipe(i))["cast"]
+        assert all(bounds[0] <= cast[c] <= bounds[1] for c in "rgb")

@@ -177,8 +177,9 @@ def _mildest(key: str, bounds: Range) -> Range:
     quarter = (high - low) / 4
     if key == "jpeg.quality":
         return high - quarter, high
-    if key == "cast.gain":
-        return max(low, 1 - quarter / 2), min(high, 1 + quarter / 2)
+    if key == "cast.gain":  # the quarter nearest to no cast
+        centre = min(max(1.0, low + quarter / 2), high - quarter / 2)
+        return centre - quarter / 2, centre + quarter / 2
     return low, low + quarter
 
 
