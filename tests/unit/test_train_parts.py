@@ -161,3 +161,22 @@ def test_light_casts_stay_inside_their_range(bounds):
     for i in range(20):
         cast = dict(Degrader(preset, 0).recipe(i))["cast"]
         assert all(bounds[0] <= cast[c] <= bounds[1] for c in "rgb")
+
+
+def test_validation_faces_are_all_degraded(tmp_path):
+    from vidrestore.train.data import Batch, validation_batch
+
+    class Crops:
+        def __len__(self):
+            return 40
+
+        def image(self, i):
+            return _face()
+
+        def chip_affine(self, i):
+            return np.eye(2, 3, dtype=np.float32)
+
+    batch = validation_batch(Crops(), Degrader(get_preset("video"), 0), 40, 0)
+    assert isinstance(batch, Batch)
+    diffs = (batch.degraded - batch.clean).abs().flatten(1).amax(1)
+    assert bool((diffs > 0).all())

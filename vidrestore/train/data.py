@@ -7,6 +7,7 @@ run would have, with no random state to save.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,12 @@ def _flipped_affine(affine: np.ndarray, flip: bool, width: int) -> np.ndarray:
 
 def validation_batch(crops: FaceCrops, degrader: Degrader, count: int, seed: int) -> Batch:
     """A fixed set of whole validation faces, evenly spread over the split, each degraded
-    by its own recipe from the preset (seeded apart from the training draws)."""
+    by its own recipe from the preset (seeded apart from the training draws). The preset's
+    "clean" draw is left out: an untouched face would score the capped 100 dB and swamp
+    the mean."""
+    preset = degrader.preset
+    degrader = Degrader(dataclasses.replace(preset, prob={**preset.prob, "clean": 0.0}),
+                        degrader.seed)
     picks = np.linspace(0, len(crops) - 1, num=min(count, len(crops))).round().astype(int)
     clean = [crops.image(int(i)) for i in picks]
     degraded = [degrader(image, VAL_SEED_OFFSET + seed + k) for k, image in enumerate(clean)]
