@@ -86,10 +86,14 @@ def _bar():
 @click.option("--resume", is_flag=True, help="Go on with the run in --out from its last.pt.")
 @click.option("--gen-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second dataset for the generalisation test at the end.")
-@click.option("--steps", type=click.IntRange(min=1), help="Total steps (overrides the config).")
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Total steps: the length of the schedule (overrides the config).")
+@click.option("--stop-at", type=click.IntRange(min=1),
+              help="Pause after this step with a checkpoint; --resume goes on from it.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when there is one).")
 @click.pass_context
-def train_group(ctx, data, run, config_path, resume, gen_data, steps, device) -> None:
+def train_group(ctx, data, run, config_path, resume, gen_data, steps, stop_at,
+                device) -> None:
     """Train a face restorer: FaceUNet from scratch, or fine-tune GFPGAN.
 
     \b
@@ -108,7 +112,7 @@ def train_group(ctx, data, run, config_path, resume, gen_data, steps, device) ->
     cfg = load_train_config(config_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = train(data, run, cfg, resume=resume, gen_data=gen_data, device=device,
-                   steps=steps)
+                   steps=steps, stop_at=stop_at)
     click.echo(f"{run}: step {result.step}, checkpoint {result.checkpoint}", err=True)
     for label, figures in (("validation", result.val), ("generalisation", result.gen)):
         if figures:

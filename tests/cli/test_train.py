@@ -129,9 +129,10 @@ def test_loss_falls_and_the_model_beats_passthrough(cli, dataset, tmp_path):
 def test_resume_continues_exactly_where_it_stopped(cli, dataset, tmp_path):
     config = _tiny_config(tmp_path)
     assert _train(cli, dataset, tmp_path / "straight", config).exit_code == 0
-    assert _train(cli, dataset, tmp_path / "split", config, "--steps", "6").exit_code == 0
+    assert _train(cli, dataset, tmp_path / "split", config, "--stop-at", "6").exit_code == 0
+    assert torch.load(tmp_path / "split/checkpoints/last.pt", weights_only=True)["step"] == 6
     again = cli("train", "--data", dataset, "--out", tmp_path / "split", "--resume",
-                "--steps", "12", "--device", "cpu")
+                "--device", "cpu")
     assert again.exit_code == 0, again.output
     a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
     b = torch.load(tmp_path / "split/checkpoints/last.pt", weights_only=True)

@@ -283,15 +283,18 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def fit(self) -> TrainResult:
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train up to optim.steps, or pause at `stop_at` (a checkpoint, no final
+        validation; the schedule stays that of optim.steps, so a resume goes on the same)."""
         cfg = self.cfg
+        end = min(cfg.optim.steps, stop_at or cfg.optim.steps)
         bar = _progress(cfg.optim.steps, self.step, self.progress)
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
             signal.signal(sig, self._on_signal)
         val = gen = None
         try:
-            while self.step < cfg.optim.steps:
+            while self.step < end:
                 started = time.perf_counter()
                 try:
                     totals = self.train_step()
@@ -311,7 +314,7 @@ class Trainer:
                                     samples_s=f"{record['samples_per_s']:.1f}")
                 if self._stop:
                     break
-                if self.step % cfg.val_every == 0 and self.step < cfg.optim.steps:
+                if self.step % cfg.val_every == 0 and self.step < end:
                     val = self.validate("val")
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
@@ -320,8 +323,9 @@ class Trainer:
                 raise TrainingInterrupted(
                     f"training stopped at step {self.step}; {checkpoint} holds it: "
                     f"`vidrestore train --resume --out {self.run}` goes on")
-            val = self.validate("val")
-            gen = self.validate("gen")
+            if self.step >= cfg.optim.steps:
+                val = self.validate("val")
+                gen = self.validate("gen")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -339,8 +343,10 @@ class Trainer:
 def train(data: str | os.PathLike[str], run: str | os.PathLike[str], cfg: TrainConfig, *,
           resume: bool = False, gen_data: str | os.PathLike[str] | None = None,
           device: torch.device | str = "cpu", progress: bool = True,
-          steps: int | None = None) -> TrainResult:
-    """Train (or with `resume`, go on training) into the folder `run`."""
+          steps: int | None = None, stop_at: int | None = None) -> TrainResult:
+    """Train (or with `resume`, go on training) into the folder `run`.
+
+    steps: replaces optim.steps (the length of the schedule); stop_at: pause there."""
     run = Path(run)
     last = run / "checkpoints" / "last.pt"
     if resume:
@@ -369,7 +375,7 @@ def train(data: str | os.PathLike[str], run: str | os.PathLike[str], cfg: TrainC
                 "machine": platform.processor() or platform.machine(),
                 "threads": torch.get_num_threads(), "lpips": trainer.lpips_note or "on"}
         _append(run / "train.jsonl", info)
-    return trainer.fit()
+    return trainer.fit(stop_at)
 
 
 # --------------------------------------------------------------------------- helpers
