@@ -261,8 +261,8 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url="https://github.com/KwaiVGI/LivePortrait",
         license="MIT (vidrestore; trained on LivePortrait (MIT) and MuseTalk (MIT) media)",
         filename="vidrestore/models/weights/vidrestore-face-v1.safetensors",
-        sha256="6d3509267b65623c6e98184349596780e7e6f4e7d0982132edd246097dbc188e",
-        size_bytes=6_219_304, scale=1, supports_half=False, supports_bf16=True,
+        sha256="7bacd202eeafeaff7acce65ac22ba68cab70d574605824a151bcf1e73e833a04",
+        size_bytes=6_221_872, scale=1, supports_half=False, supports_bf16=True,
         note="vidrestore's own FaceUNet, trained by `vidrestore train` on a CPU; the offline "
              "stand-in for GFPGAN (model card: vidrestore-face-v1.md beside the weights)",
     ),
