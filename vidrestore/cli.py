@@ -122,6 +122,8 @@ def main() -> None:
       vidrestore degrade IN OUT       a reproducible degradation, for testing
       vidrestore eval --reference GT --restored OUT   quality, identity and flicker
       vidrestore report LOG.jsonl     plots and comparison grids from a run's log
+      vidrestore faces extract IN... -o DATASET   aligned faces for training
+      vidrestore train --data DATASET --out RUN   train a face restorer
     """
 
 
@@ -130,11 +132,14 @@ def _add_subcommands() -> None:
     from .cli_eval import eval_command
     from .cli_models import models_group
     from .cli_report import report_command
+    from .cli_train import faces_group, train_group
 
     main.add_command(models_group)
     main.add_command(degrade_command)
     main.add_command(eval_command)
     main.add_command(report_command)
+    main.add_command(faces_group)
+    main.add_command(train_group)
 
 
 def _model_options(func):

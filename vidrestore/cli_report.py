@@ -30,10 +30,16 @@ def report_command(log_path: Path, out_dir: Path | None, input_path: Path | None
                    output_path: Path | None, reference: Path | None, eval_path: Path | None,
                    frames: tuple[int, ...]) -> None:
     """Plot identity, quality and timings over time per face track, and draw comparison
-    grids (input, output, reference; faces zoomed), as 500-DPI PNGs."""
+    grids (input, output, reference; faces zoomed), as 500-DPI PNGs. For a training log
+    (RUN/train.jsonl): loss curves, validation figures and the validation grids."""
     from .report import write_report  # matplotlib only when needed
+    from .train.report import is_training_log, write_training_report
 
     out_dir = out_dir or log_path.with_name(log_path.name.removesuffix(".jsonl") + ".report")
+    if is_training_log(log_path):  # RUN/train.jsonl of `vidrestore train`
+        for path in write_training_report(log_path, out_dir):
+            click.echo(str(path))
+        return
     written = write_report(log_path, out_dir, input_path=input_path, output_path=output_path,
                            reference=reference, eval_path=eval_path, grid_frames=frames or None)
     for path in written:

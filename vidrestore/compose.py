@@ -84,7 +84,7 @@ def _add_face_stage(cfg: RunConfig, device, store: ModelStore, built: BuiltStage
         return
     try:
         restorer = _face_restorer(face, device, store, built)
-    except DownloadError as exc:  # an official model that cannot be had here: loud, not fatal
+    except DownloadError as exc:  # not to be had here, and no stand-in for it: loud, not fatal
         if cfg.models.strict:
             raise
         built.stand_in(f"FACE RESTORATION IS OFF: {exc}")
@@ -108,6 +108,9 @@ def _face_restorer(face: FaceConfig, device, store: ModelStore, built: BuiltStag
     restorer = FaceRestorer(model, device, half=face.half, fidelity=face.fidelity,
                             compile=face.compile, on_fallback=built.failures.fell_back)
     built.models["face"] = {**resolved.describe(), **_run_settings(restorer)}
+    if resolved.is_fallback:
+        built.stand_in(f"face model {face.model} is not available; using "
+                       f"{resolved.spec.name} ({resolved.source}) in its place")
     return restorer
 
 

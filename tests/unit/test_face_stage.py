@@ -223,10 +223,15 @@ def test_background_runs_before_the_face_stage(tmp_path):
     assert any("retinaface-resnet50" in w for w in built.warnings)
 
 
-def test_missing_gfpgan_turns_the_face_path_off_loudly_or_fails_when_strict(tmp_path):
-    _, built = _build(tmp_path)
-    assert [s.name for s in built.stages] == ["background"]
-    assert [w for w in built.warnings if w.startswith("FACE RESTORATION IS OFF")]
+def test_missing_gfpgan_gets_the_bundled_stand_in_named_or_fails_when_strict(tmp_path):
+    _, built = _build(tmp_path, identity=False)
+    assert [s.name for s in built.stages] == ["background", "faces"]
+    face = built.models["face"]
+    assert (face["name"], face["requested"], face["source"]) == (
+        "vidrestore-face-v1", "gfpgan-1.3", "bundled:vidrestore")
+    assert "face model gfpgan-1.3 is not available; using vidrestore-face-v1 " \
+        "(bundled:vidrestore) in its place" in built.warnings
+    assert not [w for w in built.warnings if w.startswith("FACE RESTORATION IS OFF")]
     cfg = build_config({"background": {"model": "none"},
                         "models": {"download": False, "dir": str(tmp_path), "strict": True}})
     with pytest.raises(ModelError, match="gfpgan-1.3"):

@@ -5,7 +5,8 @@ tensors only). Any failure to read or recognise the file becomes one `ModelError
 never a raw traceback.
 
 Architectures are detected by spandrel's registry plus the ones vidrestore writes itself for
-files spandrel cannot load (RestoreFormer++, see `arch/restoreformer.py`), checked first.
+files spandrel cannot load (RestoreFormer++, see `arch/restoreformer.py`, checked first; and
+vidrestore's own FaceUNet, `arch/face_unet.py`, the bundled vidrestore-face-v1).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from spandrel import (
 )
 
 from ..errors import ModelError
+from .arch.face_unet import FaceUNetArch
 from .arch.restoreformer import RestoreFormerPlusPlusArch
 from .reader import READ_ERRORS, first_line, read_state_dict
 from .store import ResolvedModel
@@ -39,6 +41,7 @@ def _registry():
     registry = MAIN_REGISTRY.copy()  # spandrel's global registry stays as it is
     registry.add(ArchSupport.from_architecture(RestoreFormerPlusPlusArch(),
                                                before=("RestoreFormer",)))
+    registry.add(ArchSupport.from_architecture(FaceUNetArch()))  # vidrestore-face-v1
     return registry
 
 

@@ -31,7 +31,7 @@ Role = Literal[
 ROLES: tuple[str, ...] = Role.__args__  # type: ignore[attr-defined]
 
 # How the bytes are laid out; "ncnn" files are converted to a PyTorch state dict before use.
-Format = Literal["pth", "ckpt", "onnx", "zip", "ncnn", "python-bytes", "dlib"]
+Format = Literal["pth", "ckpt", "onnx", "zip", "ncnn", "python-bytes", "dlib", "safetensors"]
 FORMATS: tuple[str, ...] = Format.__args__  # type: ignore[attr-defined]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -144,7 +144,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url=_GFPGAN, license="Apache-2.0",
         sha256="c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70",
         size_bytes=348_632_874, filename="GFPGANv1.3.pth", scale=1,
-        supports_half=False, supports_bf16=True,
+        supports_half=False, supports_bf16=True, fallback="vidrestore-face-v1",
         note="GFPGANv1Clean, 512 px aligned faces; no redistributable copy exists",
     ),
     ModelSpec(
@@ -153,7 +153,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url=_GFPGAN, license="Apache-2.0",
         sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
         size_bytes=348_632_874, filename="GFPGANv1.4.pth", scale=1,
-        supports_half=False, supports_bf16=True,
+        supports_half=False, supports_bf16=True, fallback="vidrestore-face-v1",
     ),
     ModelSpec(
         name="restoreformer++", role="face_restorer", arch="restoreformer++", format="ckpt",
@@ -163,6 +163,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         sha256=None,  # no published digest found; checked by size only
         size_bytes=294_028_815, filename="RestoreFormer++.ckpt", scale=1,
         supports_half=False, supports_bf16=True,
+        fallback="vidrestore-face-v1",
         note="PyTorch Lightning checkpoint, the network's tensors under 'state_dict' with a "
              "'vqvae.' prefix; loaded by vidrestore's own RestoreFormer++ module (spandrel "
              "0.4.2 has RestoreFormer v1 only)",
@@ -254,6 +255,17 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         note="torchvision's ImageNet AlexNet: the trunk LPIPS measures with (its five convs)",
     ),
     # -- bundled: inside wheels from the package index, no network needed ------------------
+    ModelSpec(
+        name="vidrestore-face-v1", role="face_restorer", arch="face-unet", format="safetensors",
+        bundled=True, source="vidrestore", source_version="0.1.0",
+        origin_url="https://github.com/KwaiVGI/LivePortrait",
+        license="MIT (vidrestore; trained on LivePortrait (MIT) and MuseTalk (MIT) media)",
+        filename="vidrestore/models/weights/vidrestore-face-v1.safetensors",
+        sha256="7bacd202eeafeaff7acce65ac22ba68cab70d574605824a151bcf1e73e833a04",
+        size_bytes=6_221_872, scale=1, supports_half=False, supports_bf16=True,
+        note="vidrestore's own FaceUNet, trained by `vidrestore train` on a CPU; the offline "
+             "stand-in for GFPGAN (model card: vidrestore-face-v1.md beside the weights)",
+    ),
     ModelSpec(
         name="realesrgan-x4plus-ncnn", role="background_upscaler", arch="rrdbnet",
         format="ncnn", bundled=True,
