@@ -230,7 +230,7 @@ def make_clip(
     color = dict(color or {})
     container_options = {"movflags": "faststart"} if faststart else {}
     tb, pts, end = _frame_times(frames, rate, vfr)
-    durations = {p: q - p for p, q in zip(pts, pts[1:] + [end])}
+    durations = {p: q - p for p, q in zip(pts, pts[1:] + [end], strict=True)}
     with av.open(str(path), "w", options=container_options) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt

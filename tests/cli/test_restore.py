@@ -15,8 +15,14 @@ import pytest
 from PIL import Image
 
 from tests.conftest import FAST, ROOT, frame_times
-from tests.media import (make_audio_only, make_clip, make_image, make_text_as_video,
-                         make_truncated_clip, make_zero_frame_clip)
+from tests.media import (
+    make_audio_only,
+    make_clip,
+    make_image,
+    make_text_as_video,
+    make_truncated_clip,
+    make_zero_frame_clip,
+)
 
 
 def _leftovers(folder: Path, keep: set[str]) -> list[str]:
@@ -124,7 +130,7 @@ def test_log_has_one_record_per_frame_then_a_summary(cli, tmp_path):
     frames, summary = lines[:-1], lines[-1]["summary"]
     assert [r["frame"] for r in frames] == list(range(7))
     times = frame_times(src)
-    for record, t in zip(frames, times):
+    for record, t in zip(frames, times, strict=True):
         assert set(record) >= {"frame", "pts", "time", "faces", "timings_ms", "warnings"}
         assert record["time"] == pytest.approx(float(t))
         assert {"decode", "background", "encode"} <= set(record["timings_ms"])

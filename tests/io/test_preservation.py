@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import FAST, frame_times, packets, video_frames
-from tests.media import (frame_index_of, make_clip, make_damaged_clip, damaged_frames)
+from tests.media import damaged_frames, frame_index_of, make_clip, make_damaged_clip
 
 
 def _duration(path) -> Fraction:
@@ -51,7 +51,7 @@ def test_frames_come_out_in_order_with_their_content(cli, tmp_path):
 def test_variable_frame_rate_timestamps_are_kept_exactly(cli, tmp_path):
     src = make_clip(tmp_path / "vfr.mkv", frames=15, vfr=True)
     times = frame_times(src)
-    assert len({b - a for a, b in zip(times, times[1:])}) > 1  # really irregular
+    assert len({b - a for a, b in zip(times, times[1:], strict=False)}) > 1  # really irregular
     out = _restore(cli, src, tmp_path / "out.mkv")
     assert frame_times(out) == times
 

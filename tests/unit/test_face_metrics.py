@@ -12,6 +12,7 @@ import torch
 
 from tests.model_files import random_alexnet_trunk, random_buffalo_l, registry_accepting
 from vidrestore.batch import FrameBatch
+from vidrestore.compose import build_stages
 from vidrestore.config import FaceConfig, build_config
 from vidrestore.errors import ModelError
 from vidrestore.metrics.arcface import ArcFaceEncoder
@@ -19,7 +20,6 @@ from vidrestore.metrics.identity import DlibFaceEncoder, open_identity_encoder
 from vidrestore.metrics.perceptual import Lpips, open_lpips
 from vidrestore.metrics.summary import FaceSummary
 from vidrestore.models.store import ModelStore
-from vidrestore.compose import build_stages
 from vidrestore.stages.detect import FaceDetector
 from vidrestore.stages.face import SKIPPED_REASON, FaceModels, FaceStage
 from vidrestore.stages.restore import PassthroughRestorer

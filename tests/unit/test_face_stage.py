@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from vidrestore.batch import FrameBatch
+from vidrestore.compose import build_stages
 from vidrestore.config import FaceConfig, TrackConfig, build_config
 from vidrestore.errors import ModelError
 from vidrestore.models import ModelStore
-from vidrestore.compose import build_stages
 from vidrestore.stages.detect import Detections, FaceDetector
 from vidrestore.stages.face import FaceModels, FaceStage, soften_parse_mask
 from vidrestore.stages.restore import PassthroughRestorer
