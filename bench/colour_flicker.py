@@ -55,10 +55,10 @@ import landmark_jitter  # noqa: E402  (clip tracking helpers)
 from bench.run_info import device_info, run_info  # noqa: E402
 from tests.media import make_clip_of_images  # noqa: E402
 from tests.model_files import gfpgan_checkpoint  # noqa: E402
+from vidrestore import compose  # noqa: E402
 from vidrestore.config import load_config  # noqa: E402
 from vidrestore.metrics.colour_flicker import colour_flicker, face_colours  # noqa: E402
 from vidrestore.run import restore  # noqa: E402
-from vidrestore.stages import build  # noqa: E402
 from vidrestore.stages.detect import FaceDetector  # noqa: E402
 from vidrestore.stages.restore import PassthroughRestorer  # noqa: E402
 from vidrestore.stages.track import TrackConfig  # noqa: E402
@@ -131,12 +131,12 @@ class ColourJitter:
 @contextlib.contextmanager
 def jittering_passthrough():
     """`--face-model passthrough` builds a ColourJitter around the passthrough restorer."""
-    original = build.PassthroughRestorer
-    build.PassthroughRestorer = lambda: ColourJitter(PassthroughRestorer())
+    original = compose.PassthroughRestorer
+    compose.PassthroughRestorer = lambda: ColourJitter(PassthroughRestorer())
     try:
         yield
     finally:
-        build.PassthroughRestorer = original
+        compose.PassthroughRestorer = original
 
 
 def run_pipeline(src: Path, dst: Path, face_model: str, colour: bool, models: Path) -> dict:

@@ -82,6 +82,16 @@ def cli(tmp_path, monkeypatch):
     return run
 
 
+def ctrl_c_delivered() -> None:
+    """`preexec_fn` for a child that a test interrupts with SIGINT: a shell that runs a job
+    in the background (a CI runner can) starts it with SIGINT ignored, and Python keeps an
+    ignored SIGINT ignored, so Ctrl-C would never reach it. A user's Ctrl-C at a terminal
+    does; this gives the child the same default."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def video_frames(path: Path) -> list[tuple[Fraction, av.VideoFrame]]:
     """(presentation time, frame) for every frame of the first video stream."""
     with av.open(str(path)) as container:

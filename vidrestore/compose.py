@@ -64,7 +64,7 @@ def _add_background_stage(cfg: RunConfig, device, store: ModelStore, built: Buil
         built.stages.append(PlainResize())
         built.models["background"] = {"name": "none", "source": "plain bicubic resize"}
         return
-    resolved = _resolve(store, bg.model, "background_upscaler", "--bg-model")
+    resolved = resolve_model(store, bg.model, "background_upscaler", "--bg-model")
     model = load_image_model(resolved, device)
     _check_role(model, "background_upscaler", "--bg-model", bg.model)
     stage = BackgroundUpscaler(model, device, tile=bg.tile, tile_pad=bg.tile_pad,
@@ -102,7 +102,7 @@ def _face_restorer(face: FaceConfig, device, store: ModelStore, built: BuiltStag
     if face.model == "passthrough":
         built.models["face"] = {"name": "passthrough", "source": "built in: faces unchanged"}
         return PassthroughRestorer()
-    resolved = _resolve(store, face.model, "face_restorer", "--face-model")
+    resolved = resolve_model(store, face.model, "face_restorer", "--face-model")
     model = load_image_model(resolved, device)
     _check_role(model, "face_restorer", "--face-model", face.model)
     restorer = FaceRestorer(model, device, half=face.half, fidelity=face.fidelity,
@@ -122,7 +122,7 @@ def _run_settings(runner: BackgroundUpscaler | FaceRestorer) -> dict[str, Any]:
 
 def _face_detector(face: FaceConfig, device, store: ModelStore,
                    built: BuiltStages) -> FaceDetector:
-    resolved = _resolve(store, face.detector, "detector", "face.detector")
+    resolved = resolve_model(store, face.detector, "detector", "face.detector")
     weights = "bundled" if resolved.spec.bundled else resolved.path
     built.models["detector"] = {**resolved.describe(), "input_size": face.detector_size}
     if resolved.is_fallback:
@@ -194,7 +194,7 @@ _ROLE_NAMES = {"background_upscaler": "background upscaler", "face_restorer": "f
                "detector": "face detector"}
 
 
-def _resolve(store: ModelStore, name: str, role: str, option: str):
+def resolve_model(store: ModelStore, name: str, role: str, option: str):
     """A registry name of `role`, or the path of the user's own weight file."""
     if name.lower().endswith(_WEIGHT_SUFFIXES):
         return store.user_file(name, role)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FAST, ROOT, frame_times
+from tests.conftest import FAST, ROOT, ctrl_c_delivered, frame_times
 from tests.media import (
     make_audio_only,
     make_clip,
@@ -200,7 +200,8 @@ def test_interrupt_exits_130_and_leaves_nothing(tmp_path):
     env = {**os.environ, "VIDRESTORE_HOME": str(tmp_path / "models")}
     proc = subprocess.Popen([sys.executable, "-m", "vidrestore", str(src), str(out), *FAST,
                              "--scale", "2", "--preset", "slow"],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_delivered)
     deadline = time.monotonic() + 60
     while not any(out_dir.iterdir()) and time.monotonic() < deadline:  # writing has begun
         time.sleep(0.05)
