@@ -389,7 +389,7 @@ class _Progress:
             return
         self._last_line = now
         fps = done / max(now - self._started, 1e-9)
-        line = f"vidrestore: {done}" + (f"/{total}" if total else "") + f" frames, {fps:.1f} fps"
+        line = f"vidrestore: {done}" + (f"/{total}" if total else "") + f" frames, {fps:.3g} fps"
         if total and fps > 0 and done < total:
             line += f", ETA {_duration((total - done) / fps)}"
         click.echo(line, err=True)
