@@ -82,7 +82,7 @@ def cli(tmp_path, monkeypatch):
     return run
 
 
-def ctrl_c_delivered() -> None:
+def _ctrl_c_delivered() -> None:
     """`preexec_fn` for a child that a test interrupts with SIGINT: a shell that runs a job
     in the background (a CI runner can) starts it with SIGINT ignored, and Python keeps an
     ignored SIGINT ignored, so Ctrl-C would never reach it. A user's Ctrl-C at a terminal
@@ -90,6 +90,32 @@ def ctrl_c_delivered() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupted_run(tmp_path: Path, signum: int) -> tuple[int, str, Path]:
+    """`vidrestore` on a 400-frame clip (no models, a slow encoder preset) sent `signum` once
+    writing has begun; returns its exit code, its stderr and the output folder."""
+    import subprocess
+    import time
+
+    from tests.media import make_clip
+
+    src = make_clip(tmp_path / "in.mp4", width=320, height=240, frames=400)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = {**os.environ, "VIDRESTORE_HOME": str(tmp_path / "models")}
+    proc = subprocess.Popen([sys.executable, "-m", "vidrestore", str(src),
+                             str(out_dir / "out.mp4"), *FAST, "--scale", "2", "--preset",
+                             "slow"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_delivered)
+    deadline = time.monotonic() + 60
+    while not any(out_dir.iterdir()) and time.monotonic() < deadline:  # writing has begun
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr, out_dir
 
 
 def video_frames(path: Path) -> list[tuple[Fraction, av.VideoFrame]]:

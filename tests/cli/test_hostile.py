@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, ROOT, frame_times
+from tests.conftest import FAST, ROOT, frame_times, interrupted_run
 from tests.media import make_clip
 
 
@@ -162,21 +162,10 @@ def test_long_output_name_works_and_a_too_long_log_name_is_one_line(cli, tmp_pat
 
 
 def test_sighup_leaves_nothing(tmp_path):
-    src = make_clip(tmp_path / "in.mp4", width=320, height=240, frames=400)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    env = {**os.environ, "VIDRESTORE_HOME": str(tmp_path / "models")}
-    proc = subprocess.Popen([sys.executable, "-m", "vidrestore", str(src),
-                             str(out_dir / "o.mp4"), *FAST, "--preset", "slow"],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    import time
-
-    deadline = time.monotonic() + 60
-    while not any(out_dir.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGHUP)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    returncode, stderr, out_dir = interrupted_run(tmp_path, signal.SIGHUP)
+    assert returncode == 130, stderr
+    assert list(out_dir.iterdir()) == []
+    assert "Traceback" not in stderr
     assert list(out_dir.iterdir()) == []
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FAST, ROOT, ctrl_c_delivered, frame_times
+from tests.conftest import FAST, ROOT, frame_times, interrupted_run
 from tests.media import (
     make_audio_only,
     make_clip,
@@ -193,41 +191,15 @@ def test_real_photos(cli, media, tmp_path):
 
 
 def test_interrupt_exits_130_and_leaves_nothing(tmp_path):
-    src = make_clip(tmp_path / "in.mp4", width=320, height=240, frames=400)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    out = out_dir / "out.mp4"
-    env = {**os.environ, "VIDRESTORE_HOME": str(tmp_path / "models")}
-    proc = subprocess.Popen([sys.executable, "-m", "vidrestore", str(src), str(out), *FAST,
-                             "--scale", "2", "--preset", "slow"],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ctrl_c_delivered)
-    deadline = time.monotonic() + 60
-    while not any(out_dir.iterdir()) and time.monotonic() < deadline:  # writing has begun
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    returncode, stderr, out_dir = interrupted_run(tmp_path, signal.SIGINT)
+    assert returncode == 130, stderr
     assert "Traceback" not in stderr
     assert list(out_dir.iterdir()) == []
 
 
 def test_sigterm_leaves_nothing(tmp_path):
-    src = make_clip(tmp_path / "in.mp4", width=320, height=240, frames=400)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    env = {**os.environ, "VIDRESTORE_HOME": str(tmp_path / "models")}
-    proc = subprocess.Popen([sys.executable, "-m", "vidrestore", str(src),
-                             str(out_dir / "out.mp4"), *FAST, "--preset", "slow"],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not any(out_dir.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.terminate()
-    proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    returncode, _, out_dir = interrupted_run(tmp_path, signal.SIGTERM)
+    assert returncode == 130
     assert list(out_dir.iterdir()) == []
 
 
