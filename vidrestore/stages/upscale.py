@@ -104,7 +104,7 @@ class BackgroundUpscaler:
         """(N, 3, H, W) -> (N, 3, H*scale, W*scale) float32, a new tensor."""
         n, c, h, w = frames.shape
         if not tile or (h <= tile and w <= tile):
-            return resize(self._infer(frames), h * scale, w * scale)
+            return _at_size(self._infer(frames), h * scale, w * scale)
         out = torch.empty((n, c, h * scale, w * scale), dtype=torch.float32,
                           device=frames.device)
         pad = self.tile_pad
@@ -113,17 +113,33 @@ class BackgroundUpscaler:
                 bottom, right = min(top + tile, h), min(left + tile, w)
                 t0, l0 = max(top - pad, 0), max(left - pad, 0)
                 b0, r0 = min(bottom + pad, h), min(right + pad, w)
-                result = resize(self._infer(frames[:, :, t0:b0, l0:r0]),
-                                (b0 - t0) * scale, (r0 - l0) * scale)
+                result = _at_size(self._infer(frames[:, :, t0:b0, l0:r0]),
+                                  (b0 - t0) * scale, (r0 - l0) * scale, writable=False)
                 out[:, :, top * scale:bottom * scale, left * scale:right * scale] = result[
                     :, :, (top - t0) * scale:(bottom - t0) * scale,
                     (left - l0) * scale:(right - l0) * scale]
         return out
 
     def _infer(self, frames: torch.Tensor) -> torch.Tensor:
+        """The network on `frames`, float32, clamped to [0, 1]; an inference tensor when the
+        network ran in float32 (see `_at_size`)."""
         frames = frames.to(self.dtype)
         if self.channels_last:
             frames = frames.contiguous(memory_format=torch.channels_last)
         self.compiled.step()
         out = self.model(frames)
         return out.float() if out.dtype != torch.float32 else self.compiled.keep(out)
+
+
+def _at_size(upscaled: torch.Tensor, height: int, width: int, *,
+             writable: bool = True) -> torch.Tensor:
+    """The network's output at the wanted size; with `writable`, a tensor the stages may
+    write (a tile that is only copied into the frame need not be).
+
+    spandrel's descriptor call runs under `torch.inference_mode` (its output is clamped to
+    [0, 1] there), and an inference tensor refuses in-place writes outside it. A resize, or
+    the `.float()` of a bf16/fp16 output, already makes a normal tensor; only a float32
+    output at the model's own scale needs the one copy."""
+    if upscaled.shape[-2:] != (height, width):
+        return resize(upscaled, height, width)
+    return upscaled.clone() if writable and upscaled.is_inference() else upscaled
