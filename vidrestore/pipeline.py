@@ -54,6 +54,8 @@ def fit_batch(batch_size: int, frame_bytes: int, budget: int) -> int:
         log.info("frames of %d MB: batches of %d instead of %d", frame_bytes >> 20, fitted,
                  batch_size)
     return fitted
+
+
 _END = object()
 _POLL_S = 0.1
 

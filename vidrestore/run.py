@@ -87,7 +87,7 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
             "max_failed_frames": limit.describe(), **failures.summary(),
             "wall_s": round(wall_s, 3),
             "fps": round(stats.frames_out / wall_s, 3) if wall_s else None,
-            "device": str(device), "scale": cfg.scale, "batch_size": cfg.batch_size,
+            "device": str(device), "scale": cfg.scale, "batch_size": pipeline.batch_size,
             "size_in": [info.width, info.height], "size_out": [plan.width, plan.height],
             "codec": plan.codec or plan.image_format, "pix_fmt": plan.pix_fmt or None,
             "decoder": stats.decoder,

@@ -94,7 +94,7 @@ class StageRunner:
                 self.stats.log.fell_back("batch retried frame by frame")
                 return [out for f in frames for out in self._process([f], causes)]
             cause = self.stats.log.frame_failed(frames[0].index, exc)
-            if cause not in causes and self.stats.log.failures[cause].count == 1:
+            if self.stats.log.failures[cause].count == 1:  # the first of its kind
                 log.info("frame %d failed (%s); written unprocessed", frames[0].index, cause)
             log.debug("frame %d failed", frames[0].index, exc_info=True)
             causes.add(cause)
