@@ -389,7 +389,7 @@ def build_config(*layers: dict[str, Any]) -> RunConfig:
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = merge(merged, layer)
-    return _build(RunConfig, merged, prefix="")
+    return build_dataclass(RunConfig, merged)
 
 
 def load_config(
@@ -407,7 +407,9 @@ def load_config(
     return build_config(*layers)
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """`cls` (a frozen dataclass, nested ones included) from plain YAML-shaped data: each
+    value checked against its field's type, an unknown key refused with its dotted path."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -423,7 +425,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         hint = hints[name]
         path = prefix + name
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, prefix=path + ".")
+            kwargs[name] = build_dataclass(hint, value, prefix=path + ".")
         else:
             kwargs[name] = _coerce(value, hint, path)
     return cls(**kwargs)
@@ -434,6 +436,11 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if value is None and type(None) in allowed:
         return None
     for kind in allowed:
+        origin = typing.get_origin(kind)
+        if origin is tuple and isinstance(value, (list, tuple)):  # tuple[X, ...]
+            return tuple(_coerce(v, typing.get_args(kind)[0], path) for v in value)
+        if origin is dict and isinstance(value, dict):
+            return dict(value)
         if kind is bool and isinstance(value, bool):
             return value
         if kind is int and isinstance(value, int) and not isinstance(value, bool):

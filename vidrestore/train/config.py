@@ -7,12 +7,11 @@ path, as the run config does.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config import build_dataclass, merge, read_yaml
 from ..errors import ConfigError
 
 ARCHS = ("unet", "gfpgan")
@@ -105,47 +104,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls, data: dict[str, Any], path: str):
-    known = {f.name: f for f in fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in known:
-            raise ConfigError(f"{path}{key}: unknown key; keys: {', '.join(known)}")
-        kind = known[key].type
-        sub = {"ModelSection": ModelSection, "DataSection": DataSection,
-               "LossSection": LossSection, "OptimSection": OptimSection}.get(str(kind))
-        if sub is not None:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}{key}: expected a mapping")
-            value = _build(sub, value, f"{path}{key}.")
-        elif key == "widths":
-            value = tuple(int(v) for v in value)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
 def load_train_config(path: str | Path | None = None,
                       overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file, then `overrides` (a dict in the same shape)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the training config ({exc})") from exc
-    merged = _merge(data, overrides or {})
-    return _build(TrainConfig, merged, "")
+    """Defaults, then the YAML file, then `overrides` (a dict in the same shape; None
+    counts as not given), built and checked as the run config is."""
+    data = read_yaml(path) if path is not None else {}
+    return build_dataclass(TrainConfig, merge(data, overrides or {}))
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    return _build(TrainConfig, data, "")
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    return build_dataclass(TrainConfig, data)

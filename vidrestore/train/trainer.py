@@ -354,7 +354,7 @@ def train(data: str | os.PathLike[str], run: str | os.PathLike[str], cfg: TrainC
         if not last.is_file():
             raise InputError(f"{run}: nothing to resume (no checkpoints/last.pt)")
         saved = torch.load(last, map_location="cpu", weights_only=True)["config"]
-        cfg = config_from_dict(_retuple(saved))
+        cfg = config_from_dict(saved)
     elif last.is_file():
         raise InputError(f"{run} already holds a run; pass --resume to go on with it, or "
                          "choose another --out")
@@ -458,6 +458,3 @@ def _plain(value):
         return {k: _plain(v) for k, v in value.items()}
     return value
 
-
-def _retuple(value):
-    return value  # lists are accepted wherever tuples are
