@@ -38,8 +38,8 @@ class BuiltStages:
     warnings: list[str] = field(default_factory=list)
     failures: FailureLog = field(default_factory=FailureLog)  # fallbacks taken, from here on
 
-    def stand_in(self, warning: str) -> None:
-        """A model that runs in place of the one asked for: said now, counted in the summary."""
+    def fall_back(self, warning: str) -> None:
+        """A stand-in model, or a feature turned off: said now, counted in the summary."""
         self.warnings.append(warning)
         self.failures.fell_back(warning, announced=True)
 
@@ -73,7 +73,7 @@ def _add_background_stage(cfg: RunConfig, device, store: ModelStore, built: Buil
     built.stages.append(stage)
     built.models["background"] = {**resolved.describe(), **_run_settings(stage)}
     if resolved.is_fallback:
-        built.stand_in(f"background model {bg.model} is not available; using "
+        built.fall_back(f"background model {bg.model} is not available; using "
                        f"{resolved.spec.name} ({resolved.source}) in its place")
 
 
@@ -87,7 +87,7 @@ def _add_face_stage(cfg: RunConfig, device, store: ModelStore, built: BuiltStage
     except DownloadError as exc:  # not to be had here, and no stand-in for it: loud, not fatal
         if cfg.models.strict:
             raise
-        built.stand_in(f"FACE RESTORATION IS OFF: {exc}")
+        built.fall_back(f"FACE RESTORATION IS OFF: {exc}")
         built.models["face"] = {"name": face.model, "source": None, "error": str(exc)}
         return
     lpips, lpips_reason = _lpips_metric(device, store, built)
@@ -109,7 +109,7 @@ def _face_restorer(face: FaceConfig, device, store: ModelStore, built: BuiltStag
                             compile=face.compile, on_fallback=built.failures.fell_back)
     built.models["face"] = {**resolved.describe(), **_run_settings(restorer)}
     if resolved.is_fallback:
-        built.stand_in(f"face model {face.model} is not available; using "
+        built.fall_back(f"face model {face.model} is not available; using "
                        f"{resolved.spec.name} ({resolved.source}) in its place")
     return restorer
 
@@ -126,7 +126,7 @@ def _face_detector(face: FaceConfig, device, store: ModelStore,
     weights = "bundled" if resolved.spec.bundled else resolved.path
     built.models["detector"] = {**resolved.describe(), "input_size": face.detector_size}
     if resolved.is_fallback:
-        built.stand_in(f"face detector {face.detector} is not available; using "
+        built.fall_back(f"face detector {face.detector} is not available; using "
                        f"{resolved.spec.name} ({resolved.source}) in its place")
     return FaceDetector(weights, device, input_size=face.detector_size)
 
@@ -146,7 +146,7 @@ def _face_parser(cfg: RunConfig, device, store: ModelStore, built: BuiltStages):
         if isinstance(exc, DownloadError):  # not at hand offline: the usual case, said softly
             log.info("face parsing off: %s", exc)
         else:  # there, but corrupt or not ParseNet: the user should hear of it
-            built.stand_in(f"face parsing off (faces pasted with the feathered square): {exc}")
+            built.fall_back(f"face parsing off (faces pasted with the feathered square): {exc}")
         built.models["parser"] = {"name": "parsenet", "source": None, "error": str(exc)}
         return None
     built.models["parser"] = resolved.describe()
