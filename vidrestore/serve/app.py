@@ -278,13 +278,21 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
                      "fraction": round(done / total, 4) if total else (1.0 if finished else 0.0)},
         "eta_s": eta, "created_at": job["created_at"], "started_at": job["started_at"],
         "finished_at": job["finished_at"], "worker": job["worker"], "attempts": job["attempts"],
-        "error": job["error"], "summary": job["summary"],
+        "error": job["error"], "summary": _without_paths(job),
         "urls": {"input": f"{base}/input",
                  "output": f"{base}/output" if finished else None,
                  "log": f"{base}/log" if finished else None,
                  "plots": {name: f"{base}/plots/{name}.png" for name in job["plots"]},
                  "events": f"{base}/events"},
     }
+
+
+def _without_paths(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's summary with the client's file name where it names the server's files."""
+    summary = job["summary"]
+    if summary is None:
+        return None
+    return {**summary, "input": job["filename"], "output": Path(job["output_name"]).name}
 
 
 def _event_stream(request: Request, snapshot: Callable[[], tuple[Any, bool]]) -> StreamingResponse:

@@ -47,6 +47,8 @@ def setup(data_dir: Path, level: int) -> Path:
     console.setLevel(level)
     root.setLevel(min(level, logging.INFO))
     root.propagate = False
+    # "identity.png not drawn" for a job without faces is expected here, not a warning.
+    logging.getLogger("vidrestore.report").setLevel(logging.ERROR)
     return path
 
 
