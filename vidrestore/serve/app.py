@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await asyncio.to_thread(pool.stop)
+            logs.event(f"stopped; {store.counts()['queued']} job(s) queued for the next start")
             store.close()
 
     app = FastAPI(title="vidrestore", version=__version__, lifespan=lifespan,
