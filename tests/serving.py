@@ -24,9 +24,11 @@ FINISHED = ("done", "failed", "cancelled")
 NO_MODELS = {"preset": "fast", "face_model": "none", "bg_model": "none"}
 
 
-def tiny_photo(media: Path, out: Path, width: int = 96) -> Path:
-    """A real photo from the shared media, scaled down to `width` pixels, as PNG."""
-    with Image.open(media / "images" / "gfpgan_whole_imgs_Blake_Lively.jpg") as img:
+def tiny_photo(media: Path, out: Path, width: int = 96,
+               name: str = "codeformer_whole_imgs_01.jpg") -> Path:
+    """A real photo from the shared media (four faces, low resolution), `width` pixels wide,
+    as PNG."""
+    with Image.open(media / "images" / name) as img:
         img = img.convert("RGB")
         img.resize((width, round(img.height * width / img.width))).save(out)
     return out

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from .. import report
 
-DPI = 110
+DPI = 140
 PLOTS = {"identity": report.plot_identity, "quality": report.plot_quality,
          "timings": report.plot_timings}
 _lock = threading.Lock()

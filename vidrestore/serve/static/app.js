@@ -236,7 +236,8 @@ function result(job) {
     links.append(el("a", { href: url, download: "", textContent: `${name}.png` }));
   }
   const s = job.summary || {};
-  const notes = [...(s.warnings || []), ...(s.fallbacks || []).map((f) => (typeof f === "string" ? f : JSON.stringify(f)))];
+  const fallbacks = (s.fallbacks || []).map((f) => (typeof f === "string" ? f : f.what));
+  const notes = [...new Set([...(s.warnings || []), ...fallbacks])];
   const summary = el("div", { className: "summary", textContent: notes.join(" · ") });
   return el("div", {}, row, links, summary);
 }
