@@ -273,7 +273,7 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
     base = f"/api/jobs/{job['id']}"
     finished = job["state"] == "done"
     return {
-        "id": job["id"], "state": job["state"], "kind": job["kind"],
+        "id": job["id"], "seq": job["seq"], "state": job["state"], "kind": job["kind"],
         "filename": job["filename"], "options": job["options"],
         "progress": {"frames_done": done, "frames_total": total,
                      "fraction": round(done / total, 4) if total else (1.0 if finished else 0.0)},
