@@ -69,7 +69,10 @@ def test_health_docs_and_page(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["workers"] == ["worker-0:cpu"]
     assert health["jobs"]["queued"] == 0 and health["token_required"] is False
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "https://" not in docs.text  # no CDN: works offline
+    script = docs.text.split('<script src="')[1].split('"')[0]
+    assert client.get(script).status_code == 200 and script.endswith("swagger-ui-bundle.js")
     schema = client.get("/openapi.json").json()
     for path in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/events",
                  "/api/jobs/{job_id}/cancel", "/api/jobs/{job_id}/output",

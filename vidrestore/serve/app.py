@@ -27,12 +27,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 
 from .. import __version__
@@ -44,6 +46,7 @@ from .security import check_token
 from .workers import WorkerPool
 
 STATIC = Path(__file__).parent / "static"
+BEARER = HTTPBearer(auto_error=False)  # declares the scheme, for /docs' Authorize button
 JOB_ID = r"^[0-9a-f]{32}$"
 EVENT_POLL_S = 0.25
 HEARTBEAT_S = 15.0
@@ -99,9 +102,10 @@ def create_app(settings: Settings) -> FastAPI:
             logs.event(f"stopped; {store.counts()['queued']} job(s) queued for the next start")
             store.close()
 
-    app = FastAPI(title="vidrestore", version=__version__, lifespan=lifespan,
-                  description="Face restoration jobs: upload a video or a photo, follow its "
-                              "progress, download the result.")
+    # FastAPIOffline: /docs and /redoc with their scripts served from the package, no CDN
+    app = FastAPIOffline(title="vidrestore", version=__version__, lifespan=lifespan,
+                         description="Face restoration jobs: upload a video or a photo, "
+                                     "follow its progress, download the result.")
 
     @app.middleware("http")
     async def log_requests(request: Request, call_next):
@@ -119,7 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
     def pool() -> WorkerPool:
         return state["pool"]
 
-    def authorised(request: Request) -> None:
+    def authorised(request: Request,
+                   _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         check_token(request, settings.token)
 
     def job_or_404(job_id: str) -> dict[str, Any]:
