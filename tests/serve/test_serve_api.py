@@ -154,7 +154,7 @@ def test_video_job_with_progress_stream(client, media, tmp_path):
 @pytest.mark.parametrize("name, content, status, says", [
     ("notes.png", b"this is plain text, not a picture", 415, "notes.png: neither an image"),
     ("empty.jpg", b"", 415, "empty.jpg: file is empty"),
-    ("sound.mp4", None, 415, "no video stream"),
+    ("sound.mp4", None, 415, "sound.mp4: has no video stream (audio only)"),
     ("anim.gif", None, 415, "a GIF image"),
     ("cut.mp4", None, 422, "cut.mp4: truncated"),
 ])

@@ -60,6 +60,15 @@ def test_page_restores_a_photo_and_a_clip(server, media, tmp_path):
         page.click("#token-form button")
         expect(page.locator("#token-box")).to_be_hidden()
 
+        # a file that is no picture, whatever its name, is refused with the CLI's line
+        (tmp_path / "notes.png").write_text("not a picture")
+        page.set_input_files("#file", str(tmp_path / "notes.png"))
+        page.click("#go")
+        expect(page.locator("#submit-error")).to_have_text(
+            "notes.png: neither an image nor a video (Invalid data found when processing "
+            "input)")
+        expect(page.locator(".job")).to_have_count(0)
+
         for path in (photo, clip):
             page.set_input_files("#file", str(path))
             # the default preset (identity scored, so there is an identity plot) with the

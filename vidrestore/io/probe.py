@@ -97,13 +97,16 @@ def sniff_extension(path: str | os.PathLike[str]) -> str:
     try:
         with av.open(local_url(path), metadata_errors="replace") as container:
             demuxer = container.format.name
-            has_video = bool(container.streams.video)
+            has_video, has_audio = bool(container.streams.video), bool(container.streams.audio)
     except av.FFmpegError as exc:
         raise InputError(f"{path}: neither an image nor a video ({_reason(exc)})") from exc
-    if demuxer not in _VIDEO_DEMUXERS or not has_video:
+    if demuxer not in _VIDEO_DEMUXERS:
         raise InputError(f"{path}: not a video or image vidrestore restores (FFmpeg reads it "
-                         f"as {demuxer!r}{'' if has_video else ', with no video stream'}); "
-                         "videos: mp4 mov mkv webm avi; images: jpg png webp bmp tiff")
+                         f"as {demuxer!r}); videos: mp4 mov mkv webm avi; images: jpg png "
+                         "webp bmp tiff")
+    if not has_video:  # as `probe` says it
+        raise InputError(f"{path}: has no video stream "
+                         f"({'audio only' if has_audio else 'no streams'})")
     return _VIDEO_DEMUXERS[demuxer]
 
 

@@ -85,15 +85,40 @@ $("#options").addEventListener("submit", async (event) => {
   $("#go").disabled = true;
   $("#submit-error").textContent = "";
   try {
-    const job = await api("/api/jobs", { method: "POST", body: form });
+    const job = await upload(form);
     show([job], false);
     fileInput.value = "";
     chosen();
   } catch (error) {
     $("#submit-error").textContent = error.message;
-    $("#go").disabled = false;
+    chosen(); // the file's name again instead of "uploading"; the button back on
   }
 });
+
+function upload(form) {
+  // XMLHttpRequest, not fetch: it reports how much of a large video has been sent.
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("POST", "/api/jobs");
+    if (token) request.setRequestHeader("Authorization", `Bearer ${token}`);
+    request.upload.onprogress = (event) => {
+      if (event.lengthComputable) {
+        $("#chosen").textContent = `uploading: ${Math.round((100 * event.loaded) / event.total)}%`;
+      }
+    };
+    request.onload = () => {
+      let body = null;
+      try { body = JSON.parse(request.responseText); } catch (_) { /* not JSON */ }
+      if (request.status === 201) resolve(body);
+      else {
+        if (request.status === 401) askForToken("the token was not accepted");
+        reject(new Error((body && body.detail) || `upload failed: HTTP ${request.status}`));
+      }
+    };
+    request.onerror = () => reject(new Error("upload failed: the server cannot be reached"));
+    request.send(form);
+  });
+}
 
 // --- the job list ------------------------------------------------------------------------
 
@@ -110,8 +135,9 @@ function detail(job) {
   }
   if (job.state === "done" && job.summary) {
     const s = job.summary;
+    const failed = s.failed_frames ? `; ${s.failed_frames} frames written unprocessed` : "";
     return `${s.frames_out} frame${s.frames_out === 1 ? "" : "s"} in ` +
-      `${seconds(job.finished_at - job.started_at)}, ${s.size_in.join("x")} → ${s.size_out.join("x")}`;
+      `${seconds(job.finished_at - job.started_at)}, ${s.size_in.join("x")} → ${s.size_out.join("x")}${failed}`;
   }
   if (job.state === "queued" && job.attempts) return "queued again after a server restart";
   return "";
