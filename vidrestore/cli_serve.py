@@ -26,6 +26,20 @@ def _devices(workers: int | None) -> list[str]:
     return [names[i % len(names)] for i in range(count)]
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse a busy address up front, with one line, before models and workers start."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick "
+                          "another --port or --host") from exc
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but the local machine needs --token.")
@@ -64,6 +78,7 @@ def serve_command(host: str, port: int, data_dir: Path | None, workers: int | No
     except ImportError as exc:
         raise ConfigError(f"vidrestore serve needs the serve extra ({exc.name} is missing): "
                           "pip install 'vidrestore[serve]'") from exc
+    _check_port(host, port)
     from .memory import settle_process
 
     settle_process()  # before torch is imported

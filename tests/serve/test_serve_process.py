@@ -115,3 +115,20 @@ def test_sigterm_puts_the_running_job_back(servers, tmp_path):
                                        (job["id"],)).fetchone()
     assert (state, attempts) == ("queued", 0)
     assert not list((tmp_path / "data" / "jobs" / job["id"]).glob("output*.mp4"))
+
+
+def test_a_busy_port_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "vidrestore", "serve", "--port",
+                                 str(port), "--data-dir", str(tmp_path / "data")], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vidrestore: error: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "pick another --port or --host"]
+    assert not (tmp_path / "data").exists()
