@@ -202,8 +202,20 @@ def test_upload_limits_and_malformed_requests(make_client, photo, tmp_path):
     assert too_big.status_code == 413 and "limit of 0.002 MB" in too_big.json()["detail"]
     no_file = client.post("/api/jobs", data={"preset": "fast"},
                           files={"other": ("x", b"1")})
-    assert no_file.status_code == 400 and "'file' field" in no_file.json()["detail"]
+    assert no_file.status_code == 400 and "named 'file'" in no_file.json()["detail"]
+    two_files = client.post("/api/jobs", files=[("file", ("a.png", b"1")),
+                                                 ("file", ("b.png", b"2"))])
+    assert two_files.status_code == 400 and "one file" in two_files.json()["detail"]
     assert client.post("/api/jobs", json={"file": "x"}).status_code == 415
+    garbled = client.post("/api/jobs", content=b"--xyz\r\nnot a header line at all",
+                          headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert garbled.status_code == 400, garbled.text
+    assert job_dirs(tmp_path) == []
+    roomy = make_client(data_dir=tmp_path / "data")
+    long_field = roomy.post("/api/jobs", data={"preset": "x" * 5000},
+                            files={"file": ("p.png", photo.read_bytes())})
+    assert long_field.status_code == 400 and "longer than 1024 bytes" in \
+        long_field.json()["detail"]
     assert job_dirs(tmp_path) == []
 
 
