@@ -105,6 +105,7 @@ def test_image_job_runs_and_every_file_downloads(client, photo, tmp_path):
     assert job["summary"]["failed_frames"] == 0 and job["summary"]["frames_out"] == 1
     assert job["summary"]["input"] == "portrait.png"  # no server path in what clients see
     assert str(tmp_path) not in json.dumps(job)
+    assert all("path" not in model for model in job["summary"]["models"].values())
     assert job["started_at"] >= job["created_at"] and job["finished_at"] >= job["started_at"]
     assert [j["id"] for j in client.get("/api/jobs").json()] == [job["id"]]
 

@@ -294,11 +294,16 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _without_paths(job: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's summary with the client's file name where it names the server's files."""
+    """The run's summary with the client's file name where it names the server's files,
+    and the models without where their files lie on the server."""
     summary = job["summary"]
     if summary is None:
         return None
-    return {**summary, "input": job["filename"], "output": Path(job["output_name"]).name}
+    models = {role: {k: v for k, v in model.items() if k != "path"}
+              if isinstance(model, dict) else model
+              for role, model in (summary.get("models") or {}).items()}
+    return {**summary, "input": job["filename"], "output": Path(job["output_name"]).name,
+            "models": models}
 
 
 def _event_stream(request: Request, snapshot: Callable[[], tuple[Any, bool]]) -> StreamingResponse:
