@@ -152,6 +152,7 @@ def one_round(server: Server, image: Path, jobs: int, clients: int) -> dict:
     return {"jobs": jobs, "clients": clients, "errors": errors,
             "submitted": len(ids), "listed": len(mine),
             "done": sum(job["state"] == "done" for job in mine),
+            "failed_frames": sum((job["summary"] or {}).get("failed_frames", 0) for job in mine),
             "fifo_per_worker": fifo_per_worker(mine),
             "wall_s": round(wall, 2), "jobs_per_s": round(jobs / wall, 2),
             "submit_ms": _spread([s * 1000 for s in submit_s]),

@@ -46,11 +46,16 @@ def real_clip(media: Path, out: Path, frames: int = 6, width: int = 96) -> Path:
     return make_clip_of_images(out, images)
 
 
-def wait_for(client: httpx.Client, job_id: str, states=FINISHED, timeout_s: float = 60) -> dict:
+def wait_for(client: httpx.Client, job_id: str, states=FINISHED, timeout_s: float = 60,
+             failed_frames: int = 0) -> dict:
+    """The job once it is in one of `states`; a job `done` must also have written exactly
+    `failed_frames` frames unprocessed (as the `cli` fixture checks for CLI runs)."""
     deadline = time.monotonic() + timeout_s
     while True:
         job = client.get(f"/api/jobs/{job_id}").json()
         if job["state"] in states:
+            if job["state"] == "done":
+                assert job["summary"]["failed_frames"] == failed_frames, job["summary"]
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['state']} after {timeout_s} s")

@@ -121,6 +121,8 @@ def test_page_restores_a_photo_and_a_clip(server, media, tmp_path):
         with server.client("page-token") as client:
             job_id = image_job.get_attribute("data-id")
             assert saved.read_bytes() == client.get(f"/api/jobs/{job_id}/output").content
+            for job in client.get("/api/jobs").json():
+                assert job["summary"]["failed_frames"] == 0, job["summary"]["failures"]
 
         videos.nth(1).evaluate("v => { v.currentTime = 0.3; }")
         page.mouse.move(0, 0)

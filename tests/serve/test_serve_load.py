@@ -15,6 +15,7 @@ def check_round(result: dict) -> None:
     assert result["errors"] == []
     assert result["submitted"] == result["listed"] == result["done"] == 50
     assert result["fifo_per_worker"] is True
+    assert result["failed_frames"] == 0  # done means restored, not written unprocessed
 
 
 def test_fifty_jobs_from_ten_clients(media):
