@@ -221,7 +221,7 @@ def test_upload_limits_and_malformed_requests(make_client, photo, tmp_path):
 
 
 @pytest.mark.parametrize("options, says", [
-    ({"scale": "3"}, "scale must be one of 1, 2, 4"),
+    ({"scale": "3"}, "scale: scale must be one of 1, 2, 4"),
     ({"fidelity": "1.5"}, "fidelity"),
     ({"face_model": "/tmp/evil.pth"}, "face_model"),
     ({"bg_model": "../models/x.safetensors"}, "bg_model"),

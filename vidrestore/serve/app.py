@@ -330,7 +330,7 @@ def _one_line(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "options"
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = f"unknown option; options: {', '.join(FIELDS)}"
         parts.append(f"{where}: {message}")
