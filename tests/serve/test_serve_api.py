@@ -115,7 +115,11 @@ def test_image_job_runs_and_every_file_downloads(client, photo, tmp_path):
     with Image.open(io.BytesIO(output.content)) as restored, Image.open(photo) as source:
         assert restored.size == (source.width * 2, source.height * 2)
     assert client.get(job["urls"]["input"]).content == photo.read_bytes()
-    records = [json.loads(line) for line in client.get(job["urls"]["log"]).text.splitlines()]
+    log = client.get(job["urls"]["log"])
+    assert log.headers["content-type"] == "application/jsonl"
+    records = [json.loads(line) for line in log.text.splitlines()]
+    seek = client.get(job["urls"]["output"], headers={"Range": "bytes=0-9"})
+    assert seek.status_code == 206 and seek.content == output.content[:10]
     assert records[0]["frame"] == 0 and records[-1]["summary"]["frames_out"] == 1
     assert "timings" in job["urls"]["plots"]
     plot = client.get(job["urls"]["plots"]["timings"])

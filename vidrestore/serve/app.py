@@ -51,7 +51,8 @@ JOB_ID = r"^[0-9a-f]{32}$"
 EVENT_POLL_S = 0.25
 HEARTBEAT_S = 15.0
 MAX_ATTEMPTS = 2  # a job the server died under twice is failed, not run a third time
-MEDIA_TYPES = {".mp4": "video/mp4", ".mkv": "video/x-matroska", ".avi": "video/x-msvideo",
+MEDIA_TYPES = {".jsonl": "application/jsonl", ".mp4": "video/mp4", ".mkv": "video/x-matroska",
+               ".avi": "video/x-msvideo",
                ".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                ".bmp": "image/bmp", ".tif": "image/tiff"}
 
@@ -240,9 +241,7 @@ def create_app(settings: Settings) -> FastAPI:
     @api.get("/jobs/{job_id}/log", response_class=FileResponse)
     def job_log(job_id: str = JobId):
         job = job_or_404(job_id)
-        response = job_file(job, "output.jsonl", f"{Path(job['filename']).stem}_restored.jsonl")
-        response.media_type = "application/jsonl"
-        return response
+        return job_file(job, "output.jsonl", f"{Path(job['filename']).stem}_restored.jsonl")
 
     @api.get("/jobs/{job_id}/plots/{name}", response_class=FileResponse)
     def job_plot(job_id: str = JobId, name: str = PathParam(pattern=r"^[a-z]+\.png$")):
