@@ -91,14 +91,17 @@ class WorkerPool:
 
     def _loop(self, name: str, device: str) -> None:
         while not self._stopping.is_set():
-            job = self.store.claim(name)
+            with self._lock:  # claimed and registered at once: a cancel finds it either way
+                if self._stopping.is_set():
+                    return
+                job = self.store.claim(name)
+                running = _Running(job["id"]) if job is not None else None
+                if running is not None:
+                    self._running[job["id"]] = running
             if job is None:
                 with self._wake:
                     self._wake.wait(IDLE_POLL_S)
                 continue
-            running = _Running(job["id"])
-            with self._lock:
-                self._running[job["id"]] = running
             try:
                 self._run(job, name, device, running)
             finally:
