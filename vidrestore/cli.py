@@ -124,6 +124,7 @@ def main() -> None:
       vidrestore report LOG.jsonl     plots and comparison grids from a run's log
       vidrestore faces extract IN... -o DATASET   aligned faces for training
       vidrestore train --data DATASET --out RUN   train a face restorer
+      vidrestore serve [--port 8000]  a web page and a JSON API over a job queue
     """
 
 
@@ -132,6 +133,7 @@ def _add_subcommands() -> None:
     from .cli_eval import eval_command
     from .cli_models import models_group
     from .cli_report import report_command
+    from .cli_serve import serve_command
     from .cli_train import faces_group, train_group
 
     main.add_command(models_group)
@@ -140,6 +142,7 @@ def _add_subcommands() -> None:
     main.add_command(report_command)
     main.add_command(faces_group)
     main.add_command(train_group)
+    main.add_command(serve_command)
 
 
 def _model_options(func):
