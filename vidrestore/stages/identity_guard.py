@@ -20,7 +20,7 @@ class IdentityGuard:
     """faces.restored (K, 3, S, S) float RGB in [0, 1] -> the same, failing faces blended
     toward faces.crops; faces.identity set. The encoder runs on the host."""
 
-    name = "guard"
+    name = "identity"  # the scoring is its, as it is the observer's when the guard is off
 
     def __init__(self, encoder: IdentityEncoder) -> None:
         self.encoder = encoder
