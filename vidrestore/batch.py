@@ -103,6 +103,10 @@ class FaceSet:
             if tuple(tensor.shape) != shape or tensor.device != device:
                 raise ValueError(f"FaceSet: {name} must be {shape} on {device}, got "
                                  f"{tuple(tensor.shape)} on {tensor.device}")
+            if (name == "crop_frames") == tensor.is_floating_point():
+                raise ValueError(f"FaceSet: {name} must be "
+                                 f"{'int64' if name == 'crop_frames' else 'float'}, got "
+                                 f"{tensor.dtype}")
         if self.identity is not None and len(self.identity.cosine) != k:
             raise ValueError(f"FaceSet: {len(self.identity.cosine)} identity scores for {k} "
                              "restored faces")

@@ -56,6 +56,10 @@ def test_a_face_set_checks_shapes_dtypes_and_devices():
         dataclasses.replace(ready, restored=torch.rand(2, 3, 16, 16))
     with pytest.raises(ValueError, match="paste_masks must be"):
         dataclasses.replace(ready, paste_masks=torch.rand(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="crop_frames must be int64"):
+        dataclasses.replace(ready, crop_frames=torch.zeros(2))
+    with pytest.raises(ValueError, match="affines must be float"):
+        dataclasses.replace(ready, affines=torch.zeros(2, 2, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="crops must be float"):
         dataclasses.replace(ready, crops=torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
     scores = IdentityScores("x", 0.5, np.ones(3), np.zeros(3, bool), np.ones(3))
