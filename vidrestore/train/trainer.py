@@ -77,17 +77,13 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, Forward]:
                           "(gfpgan-1.3, gfpgan-1.4) or an official-layout .pth file")
     from ..compose import resolve_model
     from ..models import ModelStore, load_image_model
+    from ..stages.restore import gfpgan_forward
 
     descriptor = load_image_model(resolve_model(ModelStore(), m.init, "face_restorer",
                                                 "model.init"))
     if descriptor.architecture.id != "GFPGAN":
         raise ConfigError(f"model.init: {m.init} is {descriptor.architecture.name}, not GFPGAN")
-    model = descriptor.model.requires_grad_(True)
-
-    def forward(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return (net(x * 2 - 1, return_rgb=False, randomize_noise=False)[0] + 1) / 2
-
-    return model, forward
+    return descriptor.model.requires_grad_(True), gfpgan_forward
 
 
 def _read_weights(init: str) -> dict[str, torch.Tensor]:
