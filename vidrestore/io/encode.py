@@ -213,8 +213,7 @@ class VideoWriter:
     def close(self) -> None:
         """Flush every encoder and finish the container."""
         try:
-            for packet in self.video.encode():
-                self._mux_video(packet)
+            self._flush_video()
             self._mux_side_until(float("inf"))
             for index, reencoder in self._resamplers.items():
                 out = self._side_streams[index]
@@ -227,6 +226,10 @@ class VideoWriter:
             self.abort()
             raise EncodeError(f"{self.plan.path}: finishing the output failed "
                               f"({_why(exc)})") from exc
+
+    def _flush_video(self) -> None:
+        for packet in self.video.encode():
+            self._mux_video(packet)
 
     def abort(self) -> None:
         try:
