@@ -22,7 +22,8 @@ class FrameRange:
 
     `seek_dts`: the decode timestamp of the keyframe the decoder starts from (None: the
     file's start; a dts, never later than its pts, so the seek cannot land past it).
-    `first_index`: the whole video's index of the frame at `warmup_pts`.
+    `first_index`: the whole video's index of the frame at `warmup_pts`, and
+    `warmup_frames` how many frames there are before `start_pts`.
     `end_pts`: None for the last segment (to the end of the stream).
     """
 
@@ -31,6 +32,12 @@ class FrameRange:
     start_pts: int
     end_pts: int | None
     first_index: int
+    warmup_frames: int = 0
+
+    @property
+    def start_index(self) -> int:
+        """The whole video's index of the first frame written."""
+        return self.first_index + self.warmup_frames
 
     def __post_init__(self) -> None:
         if not self.warmup_pts <= self.start_pts or (self.end_pts is not None
@@ -61,4 +68,4 @@ class FrameRange:
     def as_dict(self) -> dict[str, int | None]:
         return {"seek_dts": self.seek_dts, "warmup_pts": self.warmup_pts,
                 "start_pts": self.start_pts, "end_pts": self.end_pts,
-                "first_index": self.first_index}
+                "first_index": self.first_index, "warmup_frames": self.warmup_frames}

@@ -57,7 +57,7 @@ def plan_segments(info: MediaInfo, count: int, warmup_frames: int) -> list[Frame
             seek = key_dts[key_pts[k]] if k >= 0 else None
         ranges.append(FrameRange(seek_dts=seek, warmup_pts=pts[warm], start_pts=pts[first],
                                  end_pts=pts[end] if end is not None else None,
-                                 first_index=warm))
+                                 first_index=warm, warmup_frames=first - warm))
     return ranges
 
 

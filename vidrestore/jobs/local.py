@@ -1,0 +1,106 @@
+"""Running batch tasks on this machine: one worker process per slot, a slot per device.
+
+Each task runs in a fresh process (spawned, so CUDA and torch's threads start clean), with
+the slot's device and, on the CPU, its share of the cores. A process that dies (killed,
+out of memory) fails its task, which a rerun of the batch picks up; the other slots go on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from .tasks import Task, cpu_threads, run_task
+
+ResultSink = Callable[[Task, dict[str, Any]], None]
+ProgressSink = Callable[[str, int], None]
+
+
+def local_slots(device: str, jobs: int | None) -> list[str]:
+    """The device of each worker slot: `jobs` of them (default: one per device), spread
+    over the CUDA devices when the run is on CUDA, else all on `device`."""
+    import torch
+
+    cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if cuda else \
+        ["cpu" if device == "auto" else device]
+    count = jobs or len(devices)
+    return [devices[i % len(devices)] for i in range(count)]
+
+
+def run_local(tasks: Sequence[Task], slots: Sequence[str], on_result: ResultSink,
+              on_progress: ProgressSink) -> None:
+    """Run every task in `slots` worker processes; report each row and progress to the
+    callbacks (on this thread)."""
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    todo: queue.SimpleQueue[Task] = queue.SimpleQueue()
+    for task in tasks:
+        todo.put(task)
+    cpu_workers = sum(1 for s in slots if not s.startswith("cuda"))
+    threads = [threading.Thread(target=_slot, args=(context, device, todo, messages,
+                                                    cpu_threads(cpu_workers)),
+                                name=f"slot-{n}", daemon=True)
+               for n, device in enumerate(slots)]
+    for thread in threads:
+        thread.start()
+    by_key = {task.key: task for task in tasks}
+    pending = len(tasks)
+    while pending:
+        kind, key, value = messages.get()
+        if kind == "progress":
+            on_progress(key, value)
+        else:
+            pending -= 1
+            on_result(by_key[key], value)
+    for thread in threads:
+        thread.join()
+
+
+def _slot(context, device: str, todo: queue.SimpleQueue, messages, threads: int) -> None:
+    while True:
+        try:
+            task = todo.get_nowait()
+        except queue.Empty:
+            return
+        task = replace(task, config=replace(task.config, device=device),
+                       place={"slot_device": device})
+        result_in, result_out = context.Pipe(duplex=False)
+        process = context.Process(target=_child, args=(task, result_out, messages, threads),
+                                  name=f"vidrestore {task.key}")
+        process.start()
+        result_out.close()
+        row = None
+        while row is None and (process.is_alive() or result_in.poll()):
+            if result_in.poll(0.2):
+                try:
+                    row = result_in.recv()
+                except EOFError:
+                    break
+        process.join()
+        if row is None:
+            row = {"key": task.key, "input": task.input, "output": task.output,
+                   "status": "failed", "exit_code": 1, "where": {"slot_device": device},
+                   "error": f"worker process died (exit code {process.exitcode})"}
+        messages.put(("result", task.key, row))
+
+
+def _child(task: Task, result, messages, threads: int) -> None:
+    import torch
+
+    if not task.config.device.startswith("cuda"):
+        torch.set_num_threads(threads)
+    last = [-1]
+
+    def progress(key: str, done: int) -> None:
+        if done - last[0] >= 5 or done == task.frames:  # not one message a frame
+            last[0] = done
+            messages.put(("progress", key, done))
+
+    row = run_task(task, progress)
+    result.send(row)
+    result.close()
