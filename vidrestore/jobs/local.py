@@ -7,6 +7,7 @@ out of memory) fails its task, which a rerun of the batch picks up; the other sl
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import queue
 import threading
@@ -18,6 +19,36 @@ from .tasks import Task, cpu_threads, run_task
 
 ResultSink = Callable[[Task, dict[str, Any]], None]
 ProgressSink = Callable[[str, int], None]
+
+log = logging.getLogger(__name__)
+
+
+class ForwardedLog(logging.Handler):
+    """A worker's log records, sent to the driver as (level, text) through `send`, so its
+    warnings reach the driver's console once, named by their task."""
+
+    def __init__(self, send: Callable[[int, str], None]) -> None:
+        super().__init__()
+        self.send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.send(record.levelno, record.getMessage())
+        except Exception:  # noqa: BLE001 - a log line is not worth a failed task
+            self.handleError(record)
+
+
+def forward_logs(send: Callable[[int, str], None], level: int) -> None:
+    """In a worker: the package's log records go to `send` (and nowhere else)."""
+    root = logging.getLogger("vidrestore")
+    root.handlers[:] = [ForwardedLog(send)]
+    root.propagate = False
+    root.setLevel(level)
+
+
+def log_forwarded(key: str, level: int, text: str) -> None:
+    """On the driver: a worker's log line, under its task's name."""
+    log.log(level, "%s: %s", key, text)
 
 
 def local_slots(device: str, jobs: int | None) -> list[str]:
@@ -42,8 +73,9 @@ def run_local(tasks: Sequence[Task], slots: Sequence[str], on_result: ResultSink
     for task in tasks:
         todo.put(task)
     cpu_workers = sum(1 for s in slots if not s.startswith("cuda"))
+    level = logging.getLogger("vidrestore").getEffectiveLevel()
     threads = [threading.Thread(target=_slot, args=(context, device, todo, messages,
-                                                    cpu_threads(cpu_workers)),
+                                                    cpu_threads(cpu_workers), level),
                                 name=f"slot-{n}", daemon=True)
                for n, device in enumerate(slots)]
     for thread in threads:
@@ -54,6 +86,8 @@ def run_local(tasks: Sequence[Task], slots: Sequence[str], on_result: ResultSink
         kind, key, value = messages.get()
         if kind == "progress":
             on_progress(key, value)
+        elif kind == "log":
+            log_forwarded(key, *value)
         else:
             pending -= 1
             on_result(by_key[key], value)
@@ -61,7 +95,8 @@ def run_local(tasks: Sequence[Task], slots: Sequence[str], on_result: ResultSink
         thread.join()
 
 
-def _slot(context, device: str, todo: queue.SimpleQueue, messages, threads: int) -> None:
+def _slot(context, device: str, todo: queue.SimpleQueue, messages, threads: int,
+          level: int) -> None:
     while True:
         try:
             task = todo.get_nowait()
@@ -70,7 +105,7 @@ def _slot(context, device: str, todo: queue.SimpleQueue, messages, threads: int)
         task = replace(task, config=replace(task.config, device=device),
                        place={"slot_device": device})
         result_in, result_out = context.Pipe(duplex=False)
-        process = context.Process(target=_child, args=(task, result_out, messages, threads),
+        process = context.Process(target=_child, args=(task, result_out, messages, threads, level),
                                   name=f"vidrestore {task.key}")
         process.start()
         result_out.close()
@@ -89,9 +124,10 @@ def _slot(context, device: str, todo: queue.SimpleQueue, messages, threads: int)
         messages.put(("result", task.key, row))
 
 
-def _child(task: Task, result, messages, threads: int) -> None:
+def _child(task: Task, result, messages, threads: int, level: int) -> None:
     import torch
 
+    forward_logs(lambda lvl, text: messages.put(("log", task.key, (lvl, text))), level)
     if not task.config.device.startswith("cuda"):
         torch.set_num_threads(threads)
     last = [-1]

@@ -13,13 +13,14 @@ model folder at the same paths (a shared file system) on a multi-node cluster.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from ..errors import ConfigError
-from .local import ProgressSink, ResultSink
+from .local import ProgressSink, ResultSink, forward_logs, log_forwarded
 from .tasks import Task, run_task
 
 MAX_RETRIES = 3  # attempts after the first when a worker dies
@@ -57,6 +58,7 @@ def run_ray(tasks: Sequence[Task], address: str, on_result: ResultSink,
     """Run every task on Ray, at most `jobs` at once (default: as many as fit)."""
     ray = connect(address)
     board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+    level = logging.getLogger("vidrestore").getEffectiveLevel()
     resources = task_resources(ray, tasks[0].config.device if tasks else "auto",
                                cpus_per_task)
     on_gpu = "num_gpus" in resources
@@ -71,12 +73,9 @@ def run_ray(tasks: Sequence[Task], address: str, on_result: ResultSink,
             task = waiting.pop(0)
             if on_gpu:  # Ray's CUDA_VISIBLE_DEVICES makes the task's GPU cuda:0
                 task = replace(task, config=replace(task.config, device="cuda"))
-            running[remote.remote(task, board)] = task
+            running[remote.remote(task, board, level)] = task
         done, _ = ray.wait(list(running), num_returns=1, timeout=_POLL_S)
-        for key, frames in ray.get(board.snapshot.remote()).items():
-            if seen.get(key) != frames:
-                seen[key] = frames
-                on_progress(key, frames)
+        _poll(ray, board, seen, on_progress)
         for ref in done:
             task = running.pop(ref)
             try:
@@ -87,13 +86,25 @@ def run_ray(tasks: Sequence[Task], address: str, on_result: ResultSink,
                        "error": f"Ray task failed after {MAX_RETRIES} retries "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0]})"}
             on_result(task, row)
+    _poll(ray, board, seen, on_progress)  # log lines sent just before the last task ended
 
 
-def ray_task(task: Task, board: Any) -> dict[str, Any]:
+def _poll(ray: Any, board: Any, seen: dict[str, int], on_progress: ProgressSink) -> None:
+    frames_by_key, lines = ray.get(board.snapshot.remote())
+    for key, frames in frames_by_key.items():
+        if seen.get(key) != frames:
+            seen[key] = frames
+            on_progress(key, frames)
+    for key, level, text in lines:
+        log_forwarded(key, level, text)
+
+
+def ray_task(task: Task, board: Any, level: int = logging.WARNING) -> dict[str, Any]:
     """The body of a batch task on a Ray worker."""
     import ray
     import torch
 
+    forward_logs(lambda lvl, text: board.log.remote(task.key, lvl, text), level)
     context = ray.get_runtime_context()
     place = {"ray_node": context.get_node_id(), "ray_task": context.get_task_id()}
     cpus = context.get_assigned_resources().get("CPU")
@@ -111,13 +122,20 @@ def ray_task(task: Task, board: Any) -> dict[str, Any]:
 
 
 class ProgressBoard:
-    """A Ray actor: frames written so far by each task, for the driver's progress bar."""
+    """A Ray actor: frames written so far by each task, for the driver's progress bar, and
+    the tasks' log lines, for the driver's console."""
 
     def __init__(self) -> None:
         self.frames: dict[str, int] = {}
+        self.lines: list[tuple[str, int, str]] = []
 
     def update(self, key: str, frames: int) -> None:
         self.frames[key] = frames
 
-    def snapshot(self) -> dict[str, int]:
-        return dict(self.frames)
+    def log(self, key: str, level: int, text: str) -> None:
+        self.lines.append((key, level, text))
+
+    def snapshot(self) -> tuple[dict[str, int], list[tuple[str, int, str]]]:
+        """Frames written by each task, and the log lines since the last snapshot."""
+        lines, self.lines = self.lines, []
+        return dict(self.frames), lines
