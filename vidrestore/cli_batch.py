@@ -94,7 +94,9 @@ def batch_command(inputs: tuple[str, ...], outdir: Path, jobs: int | None,
                    f"{outdir / 'batch-summary.json'}", err=True)
     failed = [row for row in summary["rows"] if row["status"] == "failed"]
     for row in failed:
-        click.echo(f"vidrestore: error: {row['input']}: {row['error']}", err=True)
+        message = row["error"] if row["input"] in row["error"] else \
+            f"{row['input']}: {row['error']}"
+        click.echo(f"vidrestore: error: {message}", err=True)
         if debug and row.get("traceback"):
             click.echo(row["traceback"], err=True)
     if failed:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ def run_batch(items: Sequence[str], outdir: Path, config: RunConfig, options: Ba
         if done is not None:
             rows[job.key] = _file_row(job, "skipped", summary_figures(done),
                                       where=_where_of(done))
+            # segments of a run cut between its join's commit and their removal
+            shutil.rmtree(segment_folder(job.output), ignore_errors=True)
             continue
         job.output.parent.mkdir(parents=True, exist_ok=True)
         if worker_config is None:

@@ -48,6 +48,11 @@ def run_task(task: Task, progress: ProgressSink | None = None) -> dict[str, Any]
     if done is not None:
         journal.append(Path(task.journal), "skipped", task.key, output=task.output)
         return _row(task, "skipped", done, place)
+    if output.exists():  # a run cut between its two renames, or a file put there: not
+        error = (f"{output}: exists, but its log {log.name} does not end with a summary; "
+                 "remove the output to restore it again")  # ours to replace
+        journal.append(Path(task.journal), "failed", task.key, error=error)
+        return {**_row(task, "failed", None, place), "error": error, "exit_code": 2}
     journal.append(Path(task.journal), "started", task.key, output=task.output)
     from ..api import restore
 
