@@ -1,8 +1,9 @@
 """Running batch tasks on this machine: one worker process per slot, a slot per device.
 
-Each task runs in a fresh process (spawned, so CUDA and torch's threads start clean), with
-the slot's device and, on the CPU, its share of the cores. A process that dies (killed,
-out of memory) fails its task, which a rerun of the batch picks up; the other slots go on.
+Each slot has a worker process (spawned, so CUDA and torch's threads start clean) that
+runs its tasks one after another, with the slot's device and, on the CPU, its share of the
+cores. A process that dies (killed, out of memory) fails its task, which a rerun of the
+batch picks up; the slot starts a new process for its next task and the others go on.
 """
 
 from __future__ import annotations
@@ -97,46 +98,78 @@ def run_local(tasks: Sequence[Task], slots: Sequence[str], on_result: ResultSink
 
 def _slot(context, device: str, todo: queue.SimpleQueue, messages, threads: int,
           level: int) -> None:
-    while True:
+    """One slot: a worker process that runs its tasks one after another (torch and the
+    models' code are imported once), replaced by a new one when it dies."""
+    worker = None
+    try:
+        while True:
+            try:
+                task = todo.get_nowait()
+            except queue.Empty:
+                return
+            task = replace(task, config=replace(task.config, device=device),
+                           place={"slot_device": device})
+            if worker is None:
+                worker = _Worker(context, messages, threads, level)
+            row = worker.run(task)
+            if row is None:
+                row = {"key": task.key, "input": task.input, "output": task.output,
+                       "status": "failed", "exit_code": 1, "where": {"slot_device": device},
+                       "error": f"worker process died (exit code {worker.exitcode})"}
+                worker = None
+            messages.put(("result", task.key, row))
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+class _Worker:
+    """A spawned worker process and the pipe its tasks and rows go through."""
+
+    def __init__(self, context, messages, threads: int, level: int) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_work, args=(child, messages, threads, level),
+                                       name="vidrestore batch worker", daemon=True)
+        self.process.start()
+        child.close()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.exitcode
+
+    def run(self, task: Task) -> dict[str, Any] | None:
+        """The task's row, or None when the process died before sending it."""
         try:
-            task = todo.get_nowait()
-        except queue.Empty:
-            return
-        task = replace(task, config=replace(task.config, device=device),
-                       place={"slot_device": device})
-        result_in, result_out = context.Pipe(duplex=False)
-        process = context.Process(target=_child, args=(task, result_out, messages, threads, level),
-                                  name=f"vidrestore {task.key}")
-        process.start()
-        result_out.close()
-        row = None
-        while row is None and (process.is_alive() or result_in.poll()):
-            if result_in.poll(0.2):
-                try:
-                    row = result_in.recv()
-                except EOFError:
-                    break
-        process.join()
-        if row is None:
-            row = {"key": task.key, "input": task.input, "output": task.output,
-                   "status": "failed", "exit_code": 1, "where": {"slot_device": device},
-                   "error": f"worker process died (exit code {process.exitcode})"}
-        messages.put(("result", task.key, row))
+            self.conn.send(task)
+            while self.process.is_alive() or self.conn.poll():
+                if self.conn.poll(0.2):
+                    return self.conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            pass
+        self.process.join()
+        return None
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(30)
 
 
-def _child(task: Task, result, messages, threads: int, level: int) -> None:
+def _work(conn, messages, threads: int, level: int) -> None:
     import torch
 
-    forward_logs(lambda lvl, text: messages.put(("log", task.key, (lvl, text))), level)
-    if not task.config.device.startswith("cuda"):
-        torch.set_num_threads(threads)
-    last = [-1]
+    torch.set_num_threads(threads)
+    key = [""]
+    forward_logs(lambda lvl, text: messages.put(("log", key[0], (lvl, text))), level)
+    while (task := conn.recv()) is not None:
+        key[0] = task.key
+        last = [-1]
 
-    def progress(key: str, done: int) -> None:
-        if done - last[0] >= 5 or done == task.frames:  # not one message a frame
-            last[0] = done
-            messages.put(("progress", key, done))
+        def progress(name: str, done: int, task=task, last=last) -> None:
+            if done - last[0] >= 5 or done == task.frames:  # not one message a frame
+                last[0] = done
+                messages.put(("progress", name, done))
 
-    row = run_task(task, progress)
-    result.send(row)
-    result.close()
+        conn.send(run_task(task, progress))
