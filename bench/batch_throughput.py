@@ -68,6 +68,7 @@ def main() -> None:
                        audio="aac") for i in range(args.files)]
     frames = args.files * args.frames
     figures: dict[str, dict] = {}
+    load_before = os.getloadavg()[0]
 
     seq_dir = work / "sequential"
     seq_dir.mkdir()
@@ -109,7 +110,9 @@ def main() -> None:
             "join_s": summary["join_s"],
             "tracks": len(summary["faces"]["tracks"]),
             "segment_wall_s": [s["wall_s"] for s in segs]}
-    result = {"machine": "2-core x86 CPU, no GPU (shared)", "files": args.files,
+    result = {"machine": "2-core x86 CPU, no GPU (shared)",
+              "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+              "files": args.files,
               "frames_per_file": args.frames, "size": "320x240 -> 640x480",
               "options": " ".join(OPTIONS), "figures": figures}
     print(json.dumps(result, indent=1))

@@ -51,3 +51,50 @@ def test_an_output_without_a_finished_log_is_left_alone(cli, tmp_path):
     assert result.exit_code == 2
     assert "does not end with a summary" in result.output
     assert (out / "a.mp4").read_bytes() == b"someone else's file"
+
+
+def test_a_killed_local_worker_fails_its_file_only_and_a_rerun_finishes_it(tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    from vidrestore.api import load_config
+    from vidrestore.jobs.batch_run import BatchOptions, run_batch
+
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "long.mp4", width=320, height=240, frames=100)
+    make_clip(src / "short.mp4", frames=8)
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = load_config("fast", scale=1, background={"model": "none"}, face={"model": "none"},
+                      models={"download": False, "dir": str(tmp_path / "models")},
+                      encode={"preset": "slow"})
+    results: list[dict] = []
+    batch = threading.Thread(target=lambda: results.append(
+        run_batch([str(src)], out, cfg, BatchOptions(jobs=1))))
+    batch.start()
+    journal = out / ".vidrestore-batch.jsonl"
+    victim, deadline = None, time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        started = [json.loads(line) for line in journal.read_text().splitlines()] \
+            if journal.exists() else []
+        started = [e for e in started if e["event"] == "started" and e["key"] == "long.mp4"]
+        if started and any(p.name.startswith(".long.mp4.partial-") for p in out.iterdir()):
+            victim = started[0]["pid"]
+        time.sleep(0.05)
+    assert victim is not None, "the long job never started writing"
+    os.kill(victim, signal.SIGKILL)
+    batch.join(120)
+    rows = {row["key"]: row for row in results[0]["rows"]}
+    assert rows["long.mp4"]["status"] == "failed"
+    assert "worker process died" in rows["long.mp4"]["error"]
+    assert rows["short.mp4"]["status"] == "done"  # in the slot's new worker process
+    assert not (out / "long.mp4").exists()
+
+    again = run_batch([str(src)], out, cfg, BatchOptions(jobs=1))
+    assert {row["key"]: row["status"] for row in again["rows"]} == {"long.mp4": "done",
+                                                                    "short.mp4": "skipped"}
+    assert len(video_frames(out / "long.mp4")) == 100
+    assert not [p for p in out.iterdir() if ".partial-" in p.name]
