@@ -114,3 +114,26 @@ def test_table_has_a_line_per_file():
     assert table[1].split() == ["a.mp4", "done", "20", "5.0", "1", "0", "n1:7", "cuda",
                                 "ray", "abcdef12"]
     assert table[2].split()[:3] == ["b.mp4", "failed", "-"]
+
+
+def test_each_ray_task_asks_for_a_gpu_where_the_cluster_has_them():
+    from vidrestore.jobs.ray_cluster import task_resources
+
+    class Cluster:
+        def __init__(self, resources):
+            self.resources = resources
+
+        def cluster_resources(self):
+            return self.resources
+
+    gpus = Cluster({"CPU": 64, "GPU": 8})
+    assert task_resources(gpus, "auto", 1) == {"num_gpus": 1, "num_cpus": 1}
+    assert task_resources(gpus, "cpu", 2) == {"num_cpus": 2}
+    assert task_resources(Cluster({"CPU": 2}), "auto", 1) == {"num_cpus": 1}
+
+
+def test_local_slots_are_one_per_device_unless_told():
+    from vidrestore.jobs.local import local_slots
+
+    assert local_slots("cpu", None) == ["cpu"]
+    assert local_slots("cpu", 3) == ["cpu", "cpu", "cpu"]

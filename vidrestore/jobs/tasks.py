@@ -64,6 +64,11 @@ def run_task(task: Task, progress: ProgressSink | None = None) -> dict[str, Any]
         summary = restore(task.input, output, config=task.config, log_path=log,
                           progress=report, segment=task.frame_range)
     except VidrestoreError as exc:
+        done = finished_summary(output, log)
+        if done is not None:  # another attempt (Ray retried a task it thought lost) won the
+            journal.append(Path(task.journal), "skipped", task.key,  # commit; it is done
+                           output=task.output, note=str(exc))
+            return _row(task, "skipped", done, place)
         journal.append(Path(task.journal), "failed", task.key, error=str(exc))
         return {**_row(task, "failed", None, place), "error": str(exc),
                 "exit_code": exc.exit_code}
