@@ -18,7 +18,7 @@ import av
 from ..config import EncodeConfig
 from ..errors import EncodeError, InputError
 from .decode import SidePacket, read_side_packets
-from .encode import _AUDIO_LEAD_S, VideoWriter
+from .encode import AUDIO_LEAD_S, VideoWriter
 from .plan import OutputPlan
 from .probe import MediaInfo, local_url
 
@@ -72,9 +72,9 @@ class _JoinWriter(VideoWriter):
         time_s = float(ts * packet.time_base) if ts is not None else 0.0
         for item in side:
             self.add_side(item)
-            if item.time > time_s + _AUDIO_LEAD_S:
+            if item.time > time_s + AUDIO_LEAD_S:
                 break
-        self._mux_side_until(time_s + _AUDIO_LEAD_S)
+        self._mux_side_until(time_s + AUDIO_LEAD_S)
         # Each segment's encoder starts its decode times a reorder delay before its first
         # frame; where that reaches back into the previous segment, they are moved up (never
         # past the pts, so every frame keeps its presentation time).
