@@ -74,7 +74,9 @@ def test_batch_equals_plain_runs_and_a_rerun_skips_everything(cli, tmp_path):
     clips = [make_clip(src / "a.mp4", frames=20, audio="aac"),
              make_clip(src / "b.mkv", frames=14, audio="opus", vfr=True),
              make_clip(src / "c.mp4", width=64, height=48, frames=9)]
-    config = fast_config(tmp_path)
+    # Lossless, so "equal" can mean every pixel: x264's lossy output of the VFR clip was
+    # seen to differ between two identical runs (1 time in 3 here), batch or not.
+    config = fast_config(tmp_path, **LOSSLESS)
     out = tmp_path / "out"
     result = cli("batch", src / "*.mp4", src / "b.mkv", "-o", out, "--ray", "auto",
                  "--config", config, *CHEAP)
@@ -90,7 +92,9 @@ def test_batch_equals_plain_runs_and_a_rerun_skips_everything(cli, tmp_path):
         mine, theirs = decoded(out / clip.name), decoded(plain)
         assert [t for t, _ in mine] == [t for t, _ in theirs] == [t for t, _ in
                                                                   video_frames(clip)]
-        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(mine, theirs, strict=True))
+        worst = max(int(np.abs(a.astype(int) - b).max())
+                    for (_, a), (_, b) in zip(mine, theirs, strict=True))
+        assert worst == 0, (clip.name, worst)
         assert packets(out / clip.name, "audio") == packets(plain, "audio")
         assert json.loads((out / f"{clip.name}.jsonl").read_text().splitlines()[-1]
                           )["summary"]["frames_out"] == len(theirs)
