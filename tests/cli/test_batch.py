@@ -93,7 +93,10 @@ def test_a_killed_local_worker_fails_its_file_only_and_a_rerun_finishes_it(tmp_p
     assert rows["short.mp4"]["status"] == "done"  # in the slot's new worker process
     assert not (out / "long.mp4").exists()
 
-    again = run_batch([str(src)], out, cfg, BatchOptions(jobs=1))
+    seen: list[tuple[int, int]] = []
+    again = run_batch([str(src)], out, cfg, BatchOptions(jobs=1),
+                      progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (100, 100) and seen == sorted(seen)  # one bar over the batch
     assert {row["key"]: row["status"] for row in again["rows"]} == {"long.mp4": "done",
                                                                     "short.mp4": "skipped"}
     assert len(video_frames(out / "long.mp4")) == 100

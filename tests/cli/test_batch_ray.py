@@ -128,8 +128,10 @@ def test_a_killed_worker_is_retried_and_each_output_is_written_once(tmp_path):
                                                             "dir": str(tmp_path / "models")},
                       encode={"preset": "slow"})
     results: list[dict] = []
+    seen: list[tuple[int, int]] = []
     batch = threading.Thread(target=lambda: results.append(
-        run_batch([str(src)], out, cfg, BatchOptions(ray="auto"))))
+        run_batch([str(src)], out, cfg, BatchOptions(ray="auto"),
+                  progress=lambda done, total: seen.append((done, total)))))
     batch.start()
     deadline = time.monotonic() + 120
     victim = None
@@ -158,6 +160,7 @@ def test_a_killed_worker_is_retried_and_each_output_is_written_once(tmp_path):
     assert [t for t, _ in video_frames(out / "long.mp4")] == \
         [t for t, _ in video_frames(src / "long.mp4")]
     assert packets(out / "long.mp4", "audio") == packets(src / "long.mp4", "audio")
+    assert seen[-1] == (162, 162)  # the bar over both files ends full
 
 
 def test_segments_join_into_a_single_runs_pixels_pts_and_audio(cli, tmp_path):

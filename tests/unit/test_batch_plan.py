@@ -137,3 +137,27 @@ def test_local_slots_are_one_per_device_unless_told():
 
     assert local_slots("cpu", None) == ["cpu"]
     assert local_slots("cpu", 3) == ["cpu", "cpu", "cpu"]
+
+
+def test_models_are_fetched_once_on_the_driver_and_never_on_workers(tmp_path, monkeypatch):
+    from vidrestore.api import load_config
+    from vidrestore.jobs.models import prepare_models
+    from vidrestore.models import ModelStore
+
+    fetched = []
+    monkeypatch.setattr(ModelStore, "download", lambda self, name: fetched.append(name))
+    cfg = load_config("fast", face={"model": "passthrough"},
+                      models={"dir": str(tmp_path / "shared")})
+    workers = prepare_models(cfg)
+    # the upscaler, the MobileNet detector and ParseNet are missing: the driver fetches them
+    assert fetched == ["realesr-general-x4v3", "retinaface-mobilenet0.25", "parsenet"]
+    assert (workers.models.dir, workers.models.download) == (str(tmp_path / "shared"), False)
+    present = ModelStore(cfg.models).path_for("realesr-general-x4v3")
+    present.parent.mkdir(parents=True, exist_ok=True)
+    present.write_bytes(b"weights")
+    fetched.clear()
+    prepare_models(cfg)
+    assert fetched == ["retinaface-mobilenet0.25", "parsenet"]  # what is there is kept
+    fetched.clear()
+    prepare_models(load_config("fast", models={"download": False}))
+    assert fetched == []  # --no-download: nobody fetches
