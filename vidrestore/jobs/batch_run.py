@@ -53,7 +53,7 @@ def run_batch(items: Sequence[str], outdir: Path, config: RunConfig, options: Ba
     journal_file = journal.journal_path(outdir)
     rows: dict[str, dict[str, Any]] = {}
     tasks: list[Task] = []
-    segmented: dict[str, tuple[FileJob, list[Task], float]] = {}
+    segmented: dict[str, tuple[FileJob, list[Task]]] = {}
     workers = _worker_count(config, options)
     worker_config = None
     for job in files:
@@ -75,7 +75,7 @@ def run_batch(items: Sequence[str], outdir: Path, config: RunConfig, options: Ba
             continue
         tasks += file_tasks
         if file_tasks[0].frame_range is not None:
-            segmented[job.key] = (job, file_tasks, time.perf_counter())
+            segmented[job.key] = (job, file_tasks)
     totals = {task.key: task.frames for task in tasks}
     written: dict[str, int] = {}
 
@@ -85,20 +85,22 @@ def run_batch(items: Sequence[str], outdir: Path, config: RunConfig, options: Ba
             progress(sum(written.values()), sum(totals.values()))
 
     segment_rows: dict[str, dict[str, Any]] = {}
+    file_of = {t.key: key for key, (_, file_tasks) in segmented.items() for t in file_tasks}
 
     def on_result(task: Task, row: dict[str, Any]) -> None:
         if row["status"] != "failed":
             on_progress(task.key, row.get("frames") or task.frames)
         if task.frame_range is None:
             rows[task.key] = row
-        else:
-            segment_rows[task.key] = row
+            return
+        segment_rows[task.key] = row
+        job, file_tasks = segmented[file_of[task.key]]
+        if all(t.key in segment_rows for t in file_tasks):  # its last segment: join now
+            rows[job.key] = _join(job, file_tasks, [segment_rows[t.key] for t in file_tasks],
+                                  worker_config or config, journal_file)
 
     if tasks:
         _execute(tasks, config, options, on_result, on_progress)
-    for key, (job, file_tasks, _) in segmented.items():
-        rows[key] = _join(job, file_tasks, [segment_rows[t.key] for t in file_tasks],
-                          worker_config or config, started, journal_file)
     summary = _batch_summary([rows[job.key] for job in files], time.perf_counter() - started,
                              options)
     _write_json(outdir / SUMMARY_NAME, summary)
@@ -181,7 +183,9 @@ def _execute(tasks: list[Task], config: RunConfig, options: BatchOptions, on_res
 
 
 def _join(job: FileJob, tasks: list[Task], rows: list[dict[str, Any]], config: RunConfig,
-          started: float, journal_file: Path) -> dict[str, Any]:
+          journal_file: Path) -> dict[str, Any]:
+    """The file's row once all its segments are back: joined (on the driver, as soon as
+    its last segment is done), or failed with the first failed segment's error."""
     from .join import join_file
 
     where = [row["where"] for row in rows]
@@ -191,14 +195,13 @@ def _join(job: FileJob, tasks: list[Task], rows: list[dict[str, Any]], config: R
                          f"{failed[0]['error']}", exit_code=failed[0].get("exit_code", 1))
     try:
         summary = join_file(job.input, job.output, job.log, config,
-                            [Path(t.output) for t in tasks], started)
+                            [Path(t.output) for t in tasks])
     except VidrestoreError as exc:
         return _file_row(job, "failed", {}, where=where, error=str(exc),
                          exit_code=exc.exit_code)
     journal.append(journal_file, "committed", job.key, output=str(job.output),
                    segments=len(tasks))
-    status = "done" if any(row["status"] == "done" for row in rows) else "skipped"
-    return _file_row(job, status, summary_figures(summary), where=where,
+    return _file_row(job, "done", summary_figures(summary), where=where,
                      segments=len(tasks), join_s=summary["join_s"],
                      warmup_frames=sum(s["warmup_frames"] for s in summary["segments"]))
 

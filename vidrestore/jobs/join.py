@@ -31,9 +31,10 @@ MATCH_IOU = 0.5  # mean box IoU over the overlap above which two tracks are one 
 
 
 def join_file(source: Path, output: Path, log: Path, config: RunConfig,
-              segments: Sequence[Path], started: float) -> dict[str, Any]:
+              segments: Sequence[Path]) -> dict[str, Any]:
     """Write OUT and its log from the finished `segments` (each with its log beside it),
-    atomically; remove the segments' folder; return the joined summary."""
+    atomically; remove the segments' folder; return the joined summary, whose `wall_s` is
+    the segments' times added up plus the join's (the work, wherever it ran)."""
     from ..io.plan import plan_output
     from ..io.probe import probe
     from ..io.segments import join_segments
@@ -55,8 +56,9 @@ def join_file(source: Path, output: Path, log: Path, config: RunConfig,
     try:
         join_segments(info, plan, config.encode, segments, partial)
         join_s = time.perf_counter() - joined_at
-        summary = _joined_summary(info, source, output, plan, summaries, records,
-                                  time.perf_counter() - started, join_s)
+        wall_s = sum(s["wall_s"] for s in summaries) + join_s
+        summary = _joined_summary(info, source, output, plan, summaries, records, wall_s,
+                                  join_s)
         with open(log_partial, "w") as file:
             for segment_records in records:
                 for record in segment_records:
