@@ -167,9 +167,23 @@ def test_segments_join_into_a_single_runs_pixels_pts_and_audio(cli, tmp_path):
     clip = make_clip(tmp_path / "in.mp4", width=96, height=64, frames=60, audio="aac", gop=10)
     lossless = fast_config(tmp_path, **LOSSLESS)
     out = tmp_path / "out"
+    # A batch stopped after its first segment: that one is kept, the others are made.
+    import vidrestore
+    from vidrestore.io.probe import probe
+    from vidrestore.jobs.segments import plan_segments, segment_path
+
+    first = segment_path(out / "in.mp4", 0)
+    first.parent.mkdir(parents=True)
+    cfg = vidrestore.load_config(lossless, scale=1, background={"model": "none"},
+                                 face={"model": "passthrough"}, models={"download": False})
+    vidrestore.restore(clip, first, config=cfg, segment=plan_segments(probe(clip), 3, 6)[0])
     result = cli("batch", clip, "-o", out, "--ray", "auto", "--segments", "3",
                  "--warmup-frames", "6", "--config", lossless, *CHEAP)
     assert result.exit_code == 0, result.output
+    ends = sorted((e["key"], e["event"]) for e in events(out)
+                  if "#" in e["key"] and e["event"] != "started")
+    assert ends == [("in.mp4#0", "skipped"), ("in.mp4#1", "committed"),
+                    ("in.mp4#2", "committed")]
     row = json.loads((out / "batch-summary.json").read_text())["rows"][0]
     assert (row["status"], row["segments"], row["frames"], row["failed_frames"]) == \
         ("done", 3, 60, 0)
