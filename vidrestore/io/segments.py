@@ -77,15 +77,17 @@ class _JoinWriter(VideoWriter):
         self._mux_side_until(time_s + AUDIO_LEAD_S)
         # Each segment's encoder starts its decode times a reorder delay before its first
         # frame; where that reaches back into the previous segment, they are moved up (never
-        # past the pts, so every frame keeps its presentation time).
-        if packet.dts is not None and self._last_dts is not None and \
-                packet.dts <= self._last_dts:
-            packet.dts = self._last_dts + 1
-            if packet.pts is not None and packet.dts > packet.pts:
+        # past the pts, so every frame keeps its presentation time). Matroska stores no
+        # decode times: its demuxer leaves the first ones unset, and they are made the same way.
+        dts = packet.dts
+        if dts is None or (self._last_dts is not None and dts <= self._last_dts):
+            dts = packet.pts if self._last_dts is None else self._last_dts + 1
+            if dts is not None and packet.pts is not None and dts > packet.pts:
                 raise EncodeError(f"{self.plan.path}: segment decode times overlap by more "
                                   "than their frames allow; restore without --segments")
-        if packet.dts is not None:
-            self._last_dts = packet.dts
+            packet.dts = dts
+        if dts is not None:
+            self._last_dts = dts
         packet.stream = self.video
         self.container.mux(packet)
 

@@ -134,6 +134,11 @@ def _tasks_for(job: FileJob, config: RunConfig, options: BatchOptions, workers: 
         if options.ray is not None and not workers:
             workers = _ray_workers(options)
         count = segment_count(options.segments, frames, workers)
+        if count > 1 and "avi" in (info.container, job.output.suffix.lower().lstrip(".")):
+            # AVI keeps frame slots, not timestamps (FFmpeg's reader shifts them by the
+            # decoder's delay): a cut would not land where a whole run's frames do
+            log.warning("%s: AVI is restored whole; --segments needs timestamps", job.input)
+            count = 1
     whole = Task(job.key, str(job.input), str(job.output), str(job.log), config,
                  str(journal_file), frames)
     if count <= 1:
