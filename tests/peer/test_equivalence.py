@@ -142,9 +142,10 @@ class Run:
         return load_image_model(self.store.locate(name, allow_fallback=False), CPU)
 
     def _align_inputs(self) -> None:
+        from vidrestore.models.bundled_faces import bundled_retinaface
         from vidrestore.stages.detect import FaceDetector
 
-        detector = FaceDetector("bundled", CPU)
+        detector = FaceDetector(bundled_retinaface(), CPU)
         self.align = []
         for i, name in enumerate(ALIGN_PHOTOS):
             bgr = cv2.imread(str(MEDIA / "images" / name))

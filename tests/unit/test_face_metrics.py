@@ -19,6 +19,7 @@ from vidrestore.metrics.arcface import ArcFaceEncoder
 from vidrestore.metrics.identity import DlibFaceEncoder, open_identity_encoder
 from vidrestore.metrics.perceptual import Lpips, open_lpips
 from vidrestore.metrics.summary import FaceSummary
+from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.models.store import ModelStore
 from vidrestore.stages.detect import FaceDetector
 from vidrestore.stages.face import SKIPPED_REASON, FaceModels, FaceStage
@@ -63,7 +64,7 @@ def lpips(store) -> Lpips:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector("bundled", CPU)
+    return FaceDetector(bundled_retinaface(), CPU)
 
 
 class CountingLpips:

@@ -15,6 +15,7 @@ from vidrestore.compose import build_stages
 from vidrestore.config import FaceConfig, TrackConfig, build_config
 from vidrestore.errors import ModelError
 from vidrestore.models import ModelStore
+from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.stages.detect import Detections, FaceDetector
 from vidrestore.stages.face import FaceModels, FaceStage, soften_parse_mask
 from vidrestore.stages.restore import PassthroughRestorer
@@ -28,7 +29,7 @@ FACE_KEYS = {"track", "box", "landmarks_raw", "landmarks", "score", "skipped", "
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector("bundled", CPU)
+    return FaceDetector(bundled_retinaface(), CPU)
 
 
 def photo(media, name: str) -> torch.Tensor:

@@ -29,8 +29,8 @@ from spandrel import ImageModelDescriptor
 from spandrel.architectures.GFPGAN import GFPGAN
 
 from ..errors import ModelError
+from ..models.capabilities import pick_dtype
 from .compiled import CompiledNet
-from .precision import pick_dtype
 
 log = logging.getLogger(__name__)
 

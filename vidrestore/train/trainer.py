@@ -74,11 +74,10 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, Forward]:
     if not m.init:
         raise ConfigError("model.init: fine-tuning GFPGAN needs its weights: a registry name "
                           "(gfpgan-1.3, gfpgan-1.4) or an official-layout .pth file")
-    from ..compose import resolve_model
-    from ..models import ModelStore, load_image_model
+    from ..models import ModelStore
+    from ..models.factory import load_model
 
-    descriptor = load_image_model(resolve_model(ModelStore(), m.init, "face_restorer",
-                                                "model.init"))
+    descriptor = load_model(ModelStore(), m.init, "face_restorer", option="model.init").module
     if descriptor.architecture.id != "GFPGAN":
         raise ConfigError(f"model.init: {m.init} is {descriptor.architecture.name}, not GFPGAN")
     model = descriptor.model.requires_grad_(True)
