@@ -164,6 +164,19 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
              "'vqvae.' prefix; loaded by vidrestore's own RestoreFormer++ module (spandrel "
              "0.4.2 has RestoreFormer v1 only)",
     ),
+    ModelSpec(
+        name="codeformer", role="face_restorer", arch="codeformer", format="pth",
+        url="https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+        origin_url="https://github.com/sczhou/CodeFormer",
+        license="S-Lab License 1.0: non-commercial use only",
+        # Not published by the authors; the digest and size several public projects record
+        # after downloading the release (one pins GFPGANv1.3/v1.4 with the digests above).
+        sha256="1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+        size_bytes=376_637_898, filename="codeformer.pth", scale=1,
+        fallback="vidrestore-face-v1",
+        note="CodeFormer (NeurIPS 2022), 512 px aligned faces, tensors under 'params_ema'; "
+             "run by spandrel-extra-arches' module; --fidelity is its fidelity weight w",
+    ),
     # -- background upscalers -------------------------------------------------------------
     ModelSpec(
         name="realesrgan-x4plus", role="background_upscaler", arch="rrdbnet", format="pth",
