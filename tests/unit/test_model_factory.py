@@ -28,9 +28,12 @@ def offline(tmp_path) -> ModelStore:
     return ModelStore(ModelsConfig(dir=str(tmp_path / "models"), download=False))
 
 
-def test_the_public_api_exports_the_factory():
+def test_the_public_api_exports_the_factory_and_the_readme_example_runs():
     assert vidrestore.load_model is load_model
     assert "load_model" in vidrestore.__all__
+    loaded = vidrestore.load_model(vidrestore.ModelStore(), "retinaface-mobilenet0.25-onnx",
+                                   "detector", "cpu")  # as in the README's "As a library"
+    assert isinstance(loaded, vidrestore.LoadedModel) and loaded.capabilities.scale == 1
 
 
 def test_one_loader_per_role_it_serves():
