@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_ENV := PIP_FIND_LINKS=
 
-.PHONY: install x11-test-tools sample test test-slow bench clean
+.PHONY: install x11-test-tools browser-test-tools sample test test-slow bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,20 @@ x11-test-tools:
 	  fi; \
 	fi
 
-test: install x11-test-tools
+# The browser test drives Debian's chromium through Playwright (browser downloads are not
+# possible here, so never `playwright install`). Installed like the window test's tools.
+browser-test-tools:
+	@if ! command -v chromium >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium for the browser test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "could not install it: the browser test will skip"; \
+	  else \
+	    echo "chromium missing and apt-get not usable: the browser test will skip"; \
+	  fi; \
+	fi
+
+test: install x11-test-tools browser-test-tools
 	$(BIN)/python -m pytest
 
 test-slow: install

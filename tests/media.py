@@ -478,14 +478,16 @@ def first_frames(path: PathLike, count: int) -> list[np.ndarray]:
 
 
 def make_face_clip(path: PathLike, media: PathLike, frames: int, *, width: int = 1280,
-                   height: int = 720, rate: int = 25, crf: int = 18) -> Path:
+                   height: int = 720, rate: int = 25, crf: int = 18,
+                   gop: int | None = None) -> Path:
     """A clip with one real face moving a little over a blurred photo, libx264 yuv420p.
 
     The face is GFPGAN's aligned Adele crop from `media`/images (a degraded real face),
     scaled to 45% of the frame height, feathered into `gfpgan_whole_imgs_10045.png`
     blurred past recognition (its own faces are not found), and moved along a slow
     Lissajous path of +-3% of the frame size. For benchmarks at a given size; about
-    10 ms a 720p frame here, streamed, so long clips take no memory.
+    10 ms a 720p frame here, streamed, so long clips take no memory. `gop` sets the
+    keyframe interval (x264's default is 250).
     """
     path, images = Path(path), Path(media) / "images"
     background = _blurred_background(images / "gfpgan_whole_imgs_10045.png", width, height)
@@ -497,6 +499,8 @@ def make_face_clip(path: PathLike, media: PathLike, frames: int, *, width: int =
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "ultrafast"}
+        if gop is not None:
+            stream.codec_context.gop_size = gop
         for index in range(frames):
             t = index / rate
             left = int((width - side) / 2 + 0.03 * width * math.sin(2 * math.pi * t / 3.1))

@@ -26,6 +26,7 @@ from .config import RunConfig, preset_path
 from .config import load_config as _load_config
 from .errors import ConfigError, ProcessingError
 from .failures import FailureLimit
+from .frame_range import FrameRange
 
 Progress = Callable[[int, int], None]  # (frames written, frames expected or 0)
 Summary = dict[str, Any]  # the run's summary, as written at the end of its JSON Lines log
@@ -46,19 +47,23 @@ def load_config(preset: str | os.PathLike[str] = "default", **overrides: Any) ->
 def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], *,
             config: RunConfig | None = None, log_path: str | os.PathLike[str] | None = None,
             overwrite: bool = False, progress: Progress | None = None,
-            cancel: threading.Event | None = None) -> Summary:
+            cancel: threading.Event | None = None,
+            segment: FrameRange | None = None) -> Summary:
     """Restore a video or an image into `output_path`, atomically; return the summary.
 
     `progress(done, total)` is called from the encoder thread as frames are written. Setting
     `cancel` stops the run at the next frame: `Cancelled` is raised and nothing is left at
-    the destination. Errors are `VidrestoreError` subclasses (see `vidrestore.errors`)."""
+    the destination. Errors are `VidrestoreError` subclasses (see `vidrestore.errors`).
+    `segment` restores one part of a video (video only, warm-up frames processed but not
+    written): what `vidrestore batch --segments` runs on each worker before the join."""
     from .memory import settle_process
 
     settle_process()
     from .run import restore as run_restore
 
     return run_restore(input_path, output_path, config or load_config(), log_path=log_path,
-                       overwrite=overwrite, progress=progress, cancel=cancel)
+                       overwrite=overwrite, progress=progress, cancel=cancel,
+                       frame_range=segment)
 
 
 class Restorer:

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
-from .config import HWDECODE, SCALES
+from .cli_shared import (  # noqa: F401 - _model_flags: also imported from here by tests
+    _encode_options,
+    _load,
+    _model_flags,
+    _model_options,
+    _Progress,
+    _run,
+    _scale_option,
+    _setup_logging,
+    _verbosity_options,
+    restore_config,
+)
+from .config import SCALES
 from .errors import VidrestoreError
 
 log = logging.getLogger("vidrestore")
@@ -117,6 +126,7 @@ def main() -> None:
 
     \b
       vidrestore IN OUT [options]     restore a video or an image (same as 'restore')
+      vidrestore batch IN... -o OUTDIR   many files (resumable), locally or on Ray
       vidrestore webcam [--source N]  restore a camera live, input and output side by side
       vidrestore models list          the model weights: present, bundled, missing
       vidrestore degrade IN OUT       a reproducible degradation, for testing
@@ -124,107 +134,41 @@ def main() -> None:
       vidrestore report LOG.jsonl     plots and comparison grids from a run's log
       vidrestore faces extract IN... -o DATASET   aligned faces for training
       vidrestore train --data DATASET --out RUN   train a face restorer
+      vidrestore serve [--port 8000]  a web page and a JSON API over a job queue
     """
 
 
 def _add_subcommands() -> None:
+    from .cli_batch import batch_command
     from .cli_degrade import degrade_command
     from .cli_eval import eval_command
     from .cli_models import models_group
     from .cli_report import report_command
+    from .cli_serve import serve_command
     from .cli_train import faces_group, train_group
 
     main.add_command(models_group)
+    main.add_command(batch_command)
     main.add_command(degrade_command)
     main.add_command(eval_command)
     main.add_command(report_command)
     main.add_command(faces_group)
     main.add_command(train_group)
-
-
-def _model_options(func):
-    options = [
-        click.option("--config", "config", metavar="FILE|PRESET",
-                     help="YAML preset file, or the name of one in configs/ "
-                          "(default, fast, quality)."),
-        click.option("--device", help="auto, cpu, cuda or cuda:N (default: auto)."),
-        click.option("--batch-size", type=click.IntRange(min=1),
-                     help="Frames per device batch (default: 4)."),
-        click.option("--face-model", help="Face restorer: gfpgan-1.3 (default), gfpgan-1.4, "
-                                          "restoreformer++, codeformer (non-commercial "
-                                          "licence), a .pth file, passthrough (the whole "
-                                          "face path with faces unchanged), or none."),
-        click.option("--fidelity", type=click.FloatRange(0, 1), metavar="W",
-                     help="Weight of the restored face against the input face, 0-1 "
-                          "(default: 1, fully restored); with codeformer, its fidelity "
-                          "weight w (0: most restoration, 1: closest to the input)."),
-        click.option("--identity-guard", is_flag=True, default=None,
-                     help="Blend faces that no longer look like their input back toward it "
-                          "until they pass the identity check."),
-        click.option("--identity-encoder", type=click.Choice(["auto", "arcface", "dlib"]),
-                     help="Identity scoring: auto (ArcFace when its weights are in the model "
-                          "cache, else dlib; the default), arcface (downloaded if need be) "
-                          "or dlib (bundled)."),
-        click.option("--bg-model", help="Background upscaler: realesrgan-x2plus (default), "
-                                        "realesrgan-x4plus, realesr-general-x4v3, "
-                                        "realesr-animevideov3, a weight file (.pth or "
-                                        ".safetensors spandrel can load), or none (plain "
-                                        "resize)."),
-        click.option("--tile", type=click.IntRange(min=0),
-                     help="Background tile size in input pixels (0: automatic)."),
-        click.option("--compile", "compile_models", is_flag=True, default=None,
-                     help="torch.compile the face restorer and the background model (the "
-                          "first batch of each shape compiles; pays off on long videos)."),
-        click.option("--hwdecode", type=click.Choice(HWDECODE),
-                     help="Decode video on the GPU: auto (fall back to software), cuda, or "
-                          "none (default)."),
-        click.option("--models-dir", type=click.Path(file_okay=False),
-                     help="Where model weights are cached (default: $VIDRESTORE_HOME or the "
-                          "user cache)."),
-        click.option("--no-download", is_flag=True, default=None,
-                     help="Never fetch weights; use what is cached or bundled."),
-        click.option("--strict-models", is_flag=True, default=None,
-                     help="Fail instead of falling back when an official model is missing."),
-        click.option("--white-balance", is_flag=True, default=None,
-                     help="Pre-process: gray-world white balance (removes a colour cast)."),
-        click.option("--denoise", is_flag=True, default=None,
-                     help="Pre-process: non-local-means denoising (slow on a CPU)."),
-        click.option("--clahe", is_flag=True, default=None,
-                     help="Pre-process: CLAHE on the lightness (local contrast; colours kept)."),
-        click.option("--max-failed-frames", metavar="N|P%",
-                     help="Failed frames (written unprocessed) a run accepts before it stops "
-                          "with exit 6 (default: auto = 0 for an image, 1%% of a video's "
-                          "frames). The same error in 3 batches in a row always stops it."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _verbosity_options(func):
-    func = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")(func)
-    func = click.option("-v", "--verbose", is_flag=True, help="More log lines.")(func)
-    func = click.option("-q", "--quiet", is_flag=True,
-                        help="No progress bar, only errors.")(func)
-    return func
+    main.add_command(serve_command)
 
 
 @main.command()
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
-@click.option("--scale", type=click.Choice([str(s) for s in SCALES]),
-              help="Output size / input size (default: 2).")
+@_scale_option
 @_model_options
 @click.option("--log", "log_path", type=click.Path(path_type=Path),
               help="Per-frame JSON Lines log (default: OUT.jsonl).")
-@click.option("--codec", help="Video encoder (default: libx264; libvpx-vp9 for .webm).")
-@click.option("--crf", type=click.IntRange(0, 63), help="Encoder quality (default: 18).")
-@click.option("--preset", help="Encoder speed preset, ultrafast ... veryslow "
-                                "(default: medium).")
+@_encode_options
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @_verbosity_options
-def restore(input_path: Path, output_path: Path, scale, log_path, codec, crf, preset,
-            overwrite: bool, quiet: bool, verbose: bool, debug: bool, **model_flags) -> None:
+def restore(input_path: Path, output_path: Path, log_path, overwrite: bool, quiet: bool,
+            verbose: bool, debug: bool, **model_flags) -> None:
     """Restore the faces in IN (video or image) and write OUT."""
     _setup_logging(quiet, verbose, debug)
 
@@ -234,10 +178,7 @@ def restore(input_path: Path, output_path: Path, scale, log_path, codec, crf, pr
         settle_process()  # before torch is imported
         from .run import restore as run_restore  # heavy imports only when needed
 
-        flags = _model_flags(model_flags)
-        flags["scale"] = int(scale) if scale else None
-        flags["encode"] = {"codec": codec, "crf": crf, "preset": preset}
-        cfg = _load(model_flags.get("config"), flags)
+        cfg = restore_config(model_flags)
         with _Progress(enabled=not quiet) as bar:
             return run_restore(input_path, output_path, cfg, log_path=log_path,
                                overwrite=overwrite, progress=bar.update)
@@ -309,137 +250,6 @@ def webcam(source: str, no_window: bool, record_path: Path | None, max_frames: i
                    f"{latency.get('median')} ms, p95 {latency.get('p95')} ms; stopped: "
                    f"{summary['stopped']}"
                    + (f"; recorded {record_path}" if record_path else ""), err=True)
-
-
-def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
-    download = None if flags.get("no_download") is None else not flags["no_download"]
-    compile_mode = "default" if flags.get("compile_models") else None
-    return {
-        "device": flags.get("device"),
-        "batch_size": flags.get("batch_size"),
-        "background": {"model": flags.get("bg_model"), "tile": flags.get("tile"),
-                       "compile": compile_mode},
-        "face": {"model": flags.get("face_model"), "fidelity": flags.get("fidelity"),
-                 "identity_guard": flags.get("identity_guard"),
-                 "identity_encoder": flags.get("identity_encoder"), "compile": compile_mode},
-        "decode": {"hwaccel": flags.get("hwdecode")},
-        "models": {"dir": flags.get("models_dir"), "download": download,
-                   "strict": flags.get("strict_models")},
-        "preprocess": {step: {"enabled": flags.get(step)}
-                       for step in ("white_balance", "denoise", "clahe")},
-        "max_failed_frames": flags.get("max_failed_frames"),
-    }
-
-
-def _load(config: str | None, flags: dict[str, Any]):
-    from .api import load_config as load
-
-    return load(config or "default", **flags)
-
-
-def _run(job, debug: bool):
-    """Run `job`; turn our errors into one line and an exit code, Ctrl-C into 130."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)  # a closed terminal: clean up the same way
-    try:
-        return job()
-    except VidrestoreError as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"vidrestore: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("vidrestore: interrupted", err=True)
-        sys.exit(130)
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-class _Progress:
-    """A tqdm bar on stderr when it is a terminal; otherwise a plain line every
-    `plain_every_s` seconds (frames, fps, ETA), so a long run can be followed in a log."""
-
-    plain_every_s = 30.0
-
-    def __init__(self, enabled: bool) -> None:
-        self.tty = enabled and sys.stderr.isatty()
-        self.plain = enabled and not self.tty
-        self.bar = None
-        self._started = time.monotonic()
-        self._last_line = self._started
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def update(self, done: int, total: int) -> None:
-        if self.plain:
-            self._plain_line(done, total)
-        if not self.tty:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total or None, unit="frame", dynamic_ncols=True,
-                            file=sys.stderr, smoothing=0.1)
-        self.bar.update(done - self.bar.n)
-
-    def _plain_line(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self._last_line < self.plain_every_s:
-            return
-        self._last_line = now
-        fps = done / max(now - self._started, 1e-9)
-        line = f"vidrestore: {done}" + (f"/{total}" if total else "") + f" frames, {fps:.3g} fps"
-        if total and fps > 0 and done < total:
-            line += f", ETA {_duration((total - done) / fps)}"
-        click.echo(line, err=True)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-class _LineHandler(logging.Handler):
-    """'vidrestore: warning: ...' lines on stderr that do not break a tqdm bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-
-        msg = record.getMessage()
-        if record.levelno < logging.WARNING:
-            line = f"vidrestore: {msg}"
-        else:
-            line = f"vidrestore: {record.levelname.lower()}: {msg}"
-        if record.exc_info and logging.getLogger("vidrestore").level <= logging.DEBUG:
-            line += "\n" + self.format(record)
-        tqdm.write(line, file=sys.stderr)
-
-
-def _setup_logging(quiet: bool, verbose: bool, debug: bool) -> None:
-    root = logging.getLogger("vidrestore")
-    root.handlers[:] = [_LineHandler()]
-    root.propagate = False
-    if debug:
-        root.setLevel(logging.DEBUG)
-    elif verbose:
-        root.setLevel(logging.INFO)
-    elif quiet:
-        root.setLevel(logging.ERROR)
-    else:
-        root.setLevel(logging.WARNING)
 
 
 _add_subcommands()

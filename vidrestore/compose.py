@@ -21,7 +21,7 @@ from .models import ModelStore
 from .models.factory import LoadedModel, load_model
 from .stages import Stage
 from .stages.detect import FaceDetector
-from .stages.face import FaceModels, FaceStage
+from .stages.face_path import FaceModels, build_face_path
 from .stages.preprocess import Preprocessor
 from .stages.restore import FaceRestorer, PassthroughRestorer
 from .stages.upscale import BackgroundUpscaler, PlainResize
@@ -92,7 +92,7 @@ def _add_face_stage(cfg: RunConfig, device, store: ModelStore, built: BuiltStage
                         parser=_face_parser(cfg, device, store, built),
                         identity=_identity_encoder(cfg, store, built), lpips=lpips,
                         lpips_reason=lpips_reason)
-    built.stages.append(FaceStage(face, models, device))
+    built.stages.append(build_face_path(face, models, device))
 
 
 def _face_restorer(face: FaceConfig, device, store: ModelStore, built: BuiltStages):

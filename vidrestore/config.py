@@ -125,7 +125,7 @@ IDENTITY_ENCODERS = ("auto", "arcface", "dlib")
 
 @dataclass(frozen=True)
 class FaceConfig:
-    """The face path (see `vidrestore.stages.face`).
+    """The face path (see `vidrestore.stages.face_path`).
 
     model: restorer name, a .pth file, "passthrough" (the whole path, faces unchanged) or
         "none" (no face path).

@@ -1,8 +1,9 @@
 """`vidrestore faces extract`: a dataset of aligned faces cut from any media.
 
-Faces are found, tracked and aligned by the pipeline's own code (`FaceDetector`,
-`FaceTracker` with its One-Euro smoothed landmarks, `similarity_transforms` + `warp_faces` to
-the FFHQ 512 template), so a training crop is exactly what the restorer sees in a run.
+Faces are found, tracked and aligned by the face path's own stages (`FaceTracking`: the
+detector, the tracker with its One-Euro smoothed landmarks and scene cuts; `align`: the
+similarity fit and warp to the FFHQ 512 template), so a training crop is exactly what the
+restorer sees in a run.
 
 Layout of DATASET:
 
@@ -38,12 +39,16 @@ import cv2
 import numpy as np
 import torch
 
+from .batch import FaceSet, FrameBatch
+from .config import TrackConfig
 from .errors import InputError
 from .io.decode import read_frames
 from .io.probe import media_kind, probe
-from .stages.align import face_template, similarity_transforms, warp_faces
+from .stages.align import face_template
 from .stages.detect import FaceDetector
-from .stages.track import FaceTracker, face_geometry
+from .stages.face_align import align
+from .stages.face_track import FaceTracking
+from .stages.track import face_geometry
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +127,7 @@ class FaceCutter:
         """Records of the faces kept from `path`; crops written under `out_dir`."""
         s = self.settings
         info = probe(path)
-        tracker = FaceTracker()
+        tracking = FaceTracking(self.detector, TrackConfig())
         last_thumb: dict[int, np.ndarray] = {}
         records: list[dict[str, Any]] = []
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,9 +135,12 @@ class FaceCutter:
             if frame.index % s.every:
                 continue
             image = torch.from_numpy(frame.image).permute(2, 0, 1)[None].float() / 255
-            found = self.detector(image)[0]
-            for face in tracker.update(found, frame.time if info.kind == "video" else 0.0):
-                record = self._keep(face, image, frame, last_thumb, out_dir, info.kind)
+            time_s = frame.time if info.kind == "video" else 0.0
+            faces = tracking(FrameBatch(inputs=image, scale=1, times_s=(time_s,))).faces
+            chosen = [f for f in range(len(faces)) if self._usable(faces, f)]
+            crops = align(image, faces, chosen, CROP_SIZE).crops
+            for f, crop in zip(chosen, crops, strict=True):
+                record = self._keep(faces, f, crop, frame, last_thumb, out_dir, info.kind)
                 if record is not None:
                     records.append(record)
                     if on_face:
@@ -141,30 +149,35 @@ class FaceCutter:
                     return records
         return records
 
-    def _keep(self, face, image: torch.Tensor, frame, last_thumb: dict[int, np.ndarray],
-              out_dir: Path, kind: str) -> dict[str, Any] | None:
+    def _usable(self, faces: FaceSet, f: int) -> bool:
+        """Face f scores high enough, is big enough and is not a profile."""
+        eye_px, yaw = face_geometry(faces.landmarks[f].numpy().astype(np.float64))
         s = self.settings
-        landmarks = face.landmarks.numpy().astype(np.float64)
-        eye_px, yaw = face_geometry(landmarks)
-        if face.score < s.min_score or eye_px < s.min_eye_px or yaw > 0.8:
-            return None
-        affine = similarity_transforms(face.landmarks[None])
-        crop = warp_faces(image, torch.zeros(1, dtype=torch.int64), affine, CROP_SIZE)[0]
+        return faces.scores[f] >= s.min_score and eye_px >= s.min_eye_px and yaw <= 0.8
+
+    def _keep(self, faces: FaceSet, f: int, crop: torch.Tensor, frame,
+              last_thumb: dict[int, np.ndarray], out_dir: Path, kind: str
+              ) -> dict[str, Any] | None:
+        """Face f's record, its crop written, unless the crop is blurred or a near copy of
+        the last one kept of its track."""
+        s, track = self.settings, faces.track_ids[f]
+        landmarks = faces.landmarks[f].numpy().astype(np.float64)
+        eye_px, _ = face_geometry(landmarks)
         rgb = (crop.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         sharp = sharpness(rgb)
         if sharp < s.min_sharpness:
             return None
         thumb = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-        previous = last_thumb.get(face.track_id)
+        previous = last_thumb.get(track)
         if kind == "video" and previous is not None and np.abs(thumb - previous).mean() < s.dedupe:
             return None
-        last_thumb[face.track_id] = thumb
-        name = f"{frame.index:06d}_{face.track_id}.png"
+        last_thumb[track] = thumb
+        name = f"{frame.index:06d}_{track}.png"
         cv2.imwrite(str(out_dir / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         identity, chip = self.identity(rgb)
-        return {"frame": frame.index, "time_s": round(frame.time, 4), "track": face.track_id,
-                "file": f"{out_dir.name}/{name}", "box": _r(face.box.numpy()),
-                "landmarks": _r(landmarks), "score": round(face.score, 4),
+        return {"frame": frame.index, "time_s": round(frame.time, 4), "track": track,
+                "file": f"{out_dir.name}/{name}", "box": _r(faces.boxes[f].numpy()),
+                "landmarks": _r(landmarks), "score": round(faces.scores[f], 4),
                 "eye_px": round(eye_px, 2), "sharpness": round(sharp, 2),
                 "identity": _r(identity, 5), "chip_affine": _r(chip, 5)}
 

@@ -25,6 +25,7 @@ import torch
 
 from .errors import Cancelled
 from .failures import FailureLimit, FailureLog
+from .frame_range import FrameRange
 from .frames import Frame
 from .io.decode import HardwareDecode, SidePacket, read_frames
 from .io.encode import open_writer
@@ -69,7 +70,8 @@ class Pipeline:
                  failures: FailureLog | None = None,
                  failure_limit: FailureLimit | None = None,
                  queue_bytes: int | None = None,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None,
+                 frame_range: FrameRange | None = None) -> None:
         self.info, self.plan, self.stages, self.device = info, plan, list(stages), device
         self.batch_size = batch_size
         self.encode_config = encode_config
@@ -90,6 +92,10 @@ class Pipeline:
         self._stop = threading.Event()
         self._cancel = cancel  # set by a library caller: stop at the next frame
         self._errors: list[BaseException] = []
+        # A segment of the video only: its warm-up frames are processed, not written; their
+        # records are kept here (the join matches tracks across segments with them).
+        self.frame_range = frame_range
+        self.warmup_records: list[dict] = []
 
     def run(self, output_path, log: RunLog) -> RunStats:
         """Decode, process and encode everything; raise the first error of any thread."""
@@ -130,7 +136,11 @@ class Pipeline:
         try:
             frames = read_frames(self.info, self._side.put, self.plan.reencode_indices,
                                  self.hwaccel, on_decoder=self._note_decoder,
-                                 on_warning=self.stats.warnings.append)
+                                 on_warning=self.stats.warnings.append,
+                                 seek_dts=self.frame_range.seek_dts if self.frame_range
+                                 else None)
+            if self.frame_range is not None:
+                frames = self.frame_range.select(frames)
             started = time.perf_counter()
             for frame in frames:
                 frame.timings_ms["decode"] = (time.perf_counter() - started) * 1000
@@ -155,6 +165,9 @@ class Pipeline:
         writer = open_writer(output_path, self.plan, self.info, self.encode_config)
         try:
             while (item := self._get(self._out)) is not _END:
+                if self.frame_range is not None and self.frame_range.is_warmup(item.source):
+                    self.warmup_records.append(item.record)
+                    continue
                 self._drain_side(writer)
                 started = time.perf_counter()
                 writer.write(item.image, item.source)

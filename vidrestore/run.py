@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from .destination import (
 from .device import resolve_device
 from .errors import EncodeError, OutputError, VidrestoreError
 from .failures import FailureLimit, FailureLog
+from .frame_range import FrameRange
 from .io.plan import plan_output
 from .io.probe import probe
 from .metrics.summary import FaceSummary
@@ -41,19 +43,25 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
             cfg: RunConfig, *, log_path: str | os.PathLike[str] | None = None,
             overwrite: bool = False, progress: Progress | None = None,
             store: ModelStore | None = None,
-            cancel: threading.Event | None = None) -> dict[str, Any]:
+            cancel: threading.Event | None = None,
+            frame_range: FrameRange | None = None) -> dict[str, Any]:
     """Restore `input_path` into `output_path`; return the run's summary.
 
     OUT and its log appear only when the whole run has succeeded: both are written to
     partial files beside them and renamed at the end; any failure removes the partials.
     `store` finds the model files (default: the store `cfg.models` describes). Setting
     `cancel` stops the run at the next frame with `Cancelled`, removing the partials.
+    `frame_range` restores one segment of a video: its frames only, video only (the join
+    copies the audio and subtitles once), its warm-up frames processed but not written; the
+    summary's `segment` holds the range and the warm-up frames' faces.
     """
     started = time.perf_counter()
     src, dst = Path(input_path), Path(output_path)
     info = probe(src)
     check_destination(src, dst, overwrite)
     plan = plan_output(info, dst, cfg.scale, cfg.encode)
+    if frame_range is not None:
+        plan = replace(plan, sides=())
     log_final = Path(log_path) if log_path else default_log_path(dst)
     if not log_path and len(log_final.name.encode()) > name_max(dst.parent):
         raise OutputError(f"{dst}: the log's name {dst.name}.jsonl would be longer than the "
@@ -76,7 +84,8 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
         pipeline = Pipeline(info, plan, built.stages, device, batch_size=cfg.batch_size,
                             queue_frames=cfg.queue_frames, encode_config=cfg.encode,
                             hwdecode=cfg.decode.hwaccel, progress=progress,
-                            failures=failures, failure_limit=limit, cancel=cancel)
+                            failures=failures, failure_limit=limit, cancel=cancel,
+                            frame_range=frame_range)
         stats = pipeline.run(partial, runlog)
         wall_s = time.perf_counter() - started
         summary = {
@@ -97,6 +106,9 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
             "faces": faces.as_dict(),
             "warnings": plan.warnings + built.warnings + stats.warnings,
         }
+        if frame_range is not None:
+            summary["segment"] = {**frame_range.as_dict(),
+                                  "warmup": [_faces_only(r) for r in pipeline.warmup_records]}
         runlog.summary(summary)
         runlog.close()
         _commit(partial, dst, log_partial, log_final, overwrite)
@@ -114,6 +126,11 @@ def restore(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
             except OSError:
                 log.warning("cannot remove %s", leftover)
         raise
+
+
+def _faces_only(record: dict[str, Any]) -> dict[str, Any]:
+    return {"frame": record["frame"], "pts": record.get("pts"),
+            "faces": [{"track": f["track"], "box": f["box"]} for f in record.get("faces", [])]}
 
 
 def _declared_frames(info) -> int | None:

@@ -127,7 +127,8 @@ def test_loss_falls_and_the_model_beats_passthrough(cli, dataset, tmp_path):
 
 
 def test_resume_continues_exactly_where_it_stopped(cli, dataset, tmp_path):
-    config = _tiny_config(tmp_path)
+    # with every loss term on, the temporal one on pairs of the clip's frames
+    config = _tiny_config(tmp_path, loss={"temporal_weight": 0.5, "temporal_batch": 2})
     assert _train(cli, dataset, tmp_path / "straight", config).exit_code == 0
     assert _train(cli, dataset, tmp_path / "split", config, "--stop-at", "6").exit_code == 0
     assert torch.load(tmp_path / "split/checkpoints/last.pt", weights_only=True)["step"] == 6
@@ -140,9 +141,12 @@ def test_resume_continues_exactly_where_it_stopped(cli, dataset, tmp_path):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
         assert torch.equal(a["ema"][key], b["ema"][key]), key
-    losses_a = [(s["step"], s["rec"], s["identity"]) for s in _steps(tmp_path / "straight")]
-    losses_b = [(s["step"], s["rec"], s["identity"]) for s in _steps(tmp_path / "split")]
+    losses_a = [(s["step"], s["rec"], s["identity"], s["temporal"])
+                for s in _steps(tmp_path / "straight")]
+    losses_b = [(s["step"], s["rec"], s["identity"], s["temporal"])
+                for s in _steps(tmp_path / "split")]
     assert losses_a == losses_b  # one curve, no step twice
+    assert all(t is not None and t > 0 for *_, t in losses_a)
 
 
 def test_a_run_that_exists_is_not_overwritten_without_resume(cli, dataset, tmp_path):

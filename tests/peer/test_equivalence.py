@@ -448,7 +448,7 @@ def test_parse_mask_ramps_in_where_facexlibs_steps_at_its_10_px_border(run):
     vidrestore uses the same blurred mask (within 1e-4) times its feather mask, whose largest
     step between neighbouring pixels is 0.05. Away from the crop's edge the two agree."""
     from vidrestore.models.arch.parsenet import face_mask_from_parsing
-    from vidrestore.stages.face import soften_parse_mask
+    from vidrestore.stages.face_parse import soften_parse_mask
 
     hard = face_mask_from_parsing(torch.from_numpy(run.inputs["parse.logits"]))
     softened = soften_parse_mask(hard)

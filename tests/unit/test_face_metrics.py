@@ -16,13 +16,14 @@ from vidrestore.compose import build_stages
 from vidrestore.config import FaceConfig, build_config
 from vidrestore.errors import ModelError
 from vidrestore.metrics.arcface import ArcFaceEncoder
+from vidrestore.metrics.face_figures import SKIPPED_REASON
 from vidrestore.metrics.identity import DlibFaceEncoder, open_identity_encoder
 from vidrestore.metrics.perceptual import Lpips, open_lpips
 from vidrestore.metrics.summary import FaceSummary
 from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.models.store import ModelStore
 from vidrestore.stages.detect import FaceDetector
-from vidrestore.stages.face import SKIPPED_REASON, FaceModels, FaceStage
+from vidrestore.stages.face_path import FaceModels, build_face_path
 from vidrestore.stages.restore import PassthroughRestorer
 from vidrestore.stages.upscale import PlainResize
 
@@ -84,8 +85,8 @@ def photo(media, name: str) -> torch.Tensor:
 
 
 def faces_after(detector, frame, scale=1, restorer=None, **models) -> list[dict]:
-    stage = FaceStage(FaceConfig(model="passthrough"),
-                      FaceModels(detector, restorer or PassthroughRestorer(), **models), CPU)
+    stage = build_face_path(FaceConfig(model="passthrough"),
+                            FaceModels(detector, restorer or PassthroughRestorer(), **models), CPU)
     batch = PlainResize()(FrameBatch(inputs=frame, scale=scale, times_s=(0.0,)))
     return stage(batch).notes[0]["faces"]
 
@@ -126,8 +127,8 @@ def test_arcface_scores_an_unchanged_face_as_the_same_person(media, detector, st
 def test_build_takes_arcface_and_lpips_from_the_cache(cache, store):
     built = build_stages(config(cache), CPU, store)
     (stage,) = [s for s in built.stages if s.name == "faces"]
-    assert isinstance(stage.models.identity, ArcFaceEncoder)
-    assert isinstance(stage.models.lpips, Lpips)
+    assert isinstance(stage.part("identity").encoder, ArcFaceEncoder)
+    assert isinstance(stage.part("lpips").metric, Lpips)
     assert built.models["identity"]["name"] == "arcface-buffalo_l"
     assert built.models["identity"]["source"] == "cache"
     assert built.models["lpips"]["name"] == "lpips-alex-v0.1"
@@ -139,9 +140,10 @@ def test_build_without_them_uses_dlib_and_logs_why_lpips_is_off(tmp_path, regist
     cfg = config(tmp_path)
     built = build_stages(cfg, CPU, ModelStore(cfg.models, registry=registry))
     (stage,) = [s for s in built.stages if s.name == "faces"]
-    assert isinstance(stage.models.identity, DlibFaceEncoder)
-    assert stage.models.lpips is None and "alexnet-imagenet" in stage.models.lpips_reason
-    assert built.models["lpips"]["reason"] == stage.models.lpips_reason
+    assert isinstance(stage.part("identity").encoder, DlibFaceEncoder)
+    reason = stage.part("measure").lpips_reason
+    assert "lpips" not in [s.name for s in stage.stages] and "alexnet-imagenet" in reason
+    assert built.models["lpips"]["reason"] == reason
 
 
 def test_build_fails_when_arcface_is_asked_for_and_cannot_be_had(tmp_path, registry):

@@ -1,5 +1,6 @@
-"""The face stage on real photos with the bundled detector: records, tracks that start and
-end, the identity guard, the parsing mask, and how `build_stages` wires the face path."""
+"""The face path's stages on real photos with the bundled detector: records, tracks that start
+and end, the identity guard, the parsing mask, the `FaceSet` each stage hands on, and how
+`build_stages` wires the face path."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from vidrestore.errors import ModelError
 from vidrestore.models import ModelStore
 from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.stages.detect import Detections, FaceDetector
-from vidrestore.stages.face import FaceModels, FaceStage, soften_parse_mask
+from vidrestore.stages.face_parse import soften_parse_mask
+from vidrestore.stages.face_path import FaceModels, FacePath, build_face_path
 from vidrestore.stages.restore import PassthroughRestorer
 from vidrestore.stages.upscale import PlainResize
 
@@ -38,12 +40,12 @@ def photo(media, name: str) -> torch.Tensor:
     return torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
 
 
-def stage_for(detector, restorer=None, parser=None, identity=None, **config) -> FaceStage:
+def stage_for(detector, restorer=None, parser=None, identity=None, **config) -> FacePath:
     models = FaceModels(detector, restorer or PassthroughRestorer(), parser, identity)
-    return FaceStage(FaceConfig(model="passthrough", **config), models, CPU)
+    return build_face_path(FaceConfig(model="passthrough", **config), models, CPU)
 
 
-def run(stage: FaceStage, frames: torch.Tensor, scale: int = 1, start: int = 0) -> FrameBatch:
+def run(stage: FacePath, frames: torch.Tensor, scale: int = 1, start: int = 0) -> FrameBatch:
     """The batch after the plain background and the face stage; frames 50 ms apart."""
     times = tuple(0.05 * (start + i) for i in range(len(frames)))
     batch = PlainResize()(FrameBatch(inputs=frames, scale=scale, times_s=times))
@@ -81,13 +83,13 @@ def test_faces_entering_and_leaving_get_new_tracks_and_ended_ones_are_forgotten(
     for start in range(0, len(frames), 3):  # batches of 3, as the pipeline makes them
         notes += run(stage, frames[start:start + 3], start=start).notes
         if start == 6:  # in the blank stretch: the first tracks have ended
-            assert stage.state.colour.tracks == frozenset()
+            assert stage.part("colour").state.tracks == frozenset()
     ids = [[f["track"] for f in note["faces"]] for note in notes]
     assert [len(i) for i in ids] == [0, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 2, 2]
     first, second = set(ids[1]), set(ids[11])
     assert ids[1] == ids[2] == ids[3] and ids[11] == ids[12]
     assert first.isdisjoint(second)  # ids are never reused
-    assert stage.state.colour.tracks == second
+    assert stage.part("colour").state.tracks == second
 
 
 def test_a_batch_without_faces_keeps_the_background(detector):

@@ -22,7 +22,7 @@ from vidrestore.errors import ConfigError
 from vidrestore.models import ModelStore, load_image_model
 from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.stages.detect import FaceDetector
-from vidrestore.stages.face import FaceModels, FaceStage
+from vidrestore.stages.face_path import FaceModels, FacePath, build_face_path
 from vidrestore.stages.restore import FaceRestorer, _bucket
 from vidrestore.stages.upscale import BackgroundUpscaler, PlainResize
 
@@ -50,9 +50,9 @@ def tiny_face_model() -> ImageModelDescriptor:
     return ModelLoader().load_from_state_dict({"params": net.state_dict()})
 
 
-def face_stage(detector, restorer) -> FaceStage:
+def face_stage(detector, restorer) -> FacePath:
     config = FaceConfig(model="passthrough", identity=False, parse=False)
-    return FaceStage(config, FaceModels(detector, restorer), CPU)
+    return build_face_path(config, FaceModels(detector, restorer), CPU)
 
 
 def batched_and_single(frames, detector, load, device=CPU):

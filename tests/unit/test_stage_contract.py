@@ -19,7 +19,7 @@ from vidrestore.config import FaceConfig, PreprocessConfig, build_config
 from vidrestore.frames import Frame
 from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.stages.detect import FaceDetector
-from vidrestore.stages.face import FaceModels, FaceStage
+from vidrestore.stages.face_path import FaceModels, build_face_path
 from vidrestore.stages.preprocess import Preprocessor
 from vidrestore.stages.restore import FaceRestorer, PassthroughRestorer
 from vidrestore.stages.upscale import BackgroundUpscaler, PlainResize, resize
@@ -96,7 +96,7 @@ def test_face_stage_hands_on_a_writable_tensor(media, restorer, with_face):
     inputs = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
     background = BackgroundUpscaler(compact(2), CPU)(FrameBatch(inputs=inputs, scale=2))
     detector = FaceDetector(bundled_retinaface(), CPU)
-    stage = FaceStage(FaceConfig(identity=False), FaceModels(detector, restorer()), CPU)
+    stage = build_face_path(FaceConfig(identity=False), FaceModels(detector, restorer()), CPU)
     out = assert_hands_on_its_own_tensors(stage, background)
     assert bool(out.notes[0]["faces"]) == with_face
 
@@ -140,7 +140,8 @@ def test_the_stages_that_carry_stream_state_say_so():
     from vidrestore.stages import StreamStage
 
     detector = FaceDetector(bundled_retinaface(), CPU)
-    face = FaceStage(FaceConfig(identity=False), FaceModels(detector, PassthroughRestorer()), CPU)
+    face = build_face_path(FaceConfig(identity=False),
+                           FaceModels(detector, PassthroughRestorer()), CPU)
     preprocess = Preprocessor(build_config({}).preprocess, CPU)
     assert isinstance(face, StreamStage) and isinstance(preprocess, StreamStage)
     assert not isinstance(PlainResize(), StreamStage)

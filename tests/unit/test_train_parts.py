@@ -180,3 +180,75 @@ def test_validation_faces_are_all_degraded(tmp_path):
     assert isinstance(batch, Batch)
     diffs = (batch.degraded - batch.clean).abs().flatten(1).amax(1)
     assert bool((diffs > 0).all())
+
+
+class _Clip:
+    """Crops of two tracks of one clip and a photo, as a manifest lists them."""
+
+    def __init__(self):
+        self.records = [
+            {"source": "a.mp4", "track": 0, "frame": 0}, {"source": "a.mp4", "track": 1,
+                                                           "frame": 0},
+            {"source": "a.mp4", "track": 0, "frame": 2}, {"source": "a.mp4", "track": 0,
+                                                           "frame": 9},
+            {"source": "a.mp4", "track": 1, "frame": 3}, {"source": "b.jpg", "track": 0,
+                                                           "frame": 0}]
+        rng = np.random.default_rng(1)
+        self.images = [np.clip(_face().repeat(4, 0).repeat(4, 1)[:512, :512].astype(int)
+                               + rng.integers(-20, 20, 3), 0, 255).astype(np.uint8)
+                       for _ in self.records]
+
+    def __len__(self):
+        return len(self.records)
+
+    def image(self, i):
+        return self.images[i]
+
+
+def test_neighbours_pair_consecutive_faces_of_one_track_within_the_gap():
+    from vidrestore.train.data import FaceCrops
+
+    clip = _Clip()
+    assert FaceCrops.neighbours(clip, 4) == [(0, 2), (1, 4)]  # 2 -> 9 is too far apart
+    assert FaceCrops.neighbours(clip, 7) == [(0, 2), (2, 3), (1, 4)]
+
+
+def test_pairs_share_recipe_flip_and_patch_but_not_noise():
+    from vidrestore.train.data import FaceCrops, PairSampler
+
+    clip = _Clip()
+    clip.neighbours = lambda gap: FaceCrops.neighbours(clip, gap)
+    only_noise = get_preset("video", {"prob": {"clean": 0.0, "light": 0.0, "blur": 0.0,
+                                               "motion": 0.0, "downscale": 0.0, "cast": 0.0,
+                                               "noise": 1.0, "jpeg": 0.0, "codec": 0.0},
+                                      "ranges": {"noise.sigma": [6.0, 6.0]}})
+    sampler = PairSampler(clip, Degrader(only_noise, 0), seed=2, batch=3, patch=64, max_gap=4)
+    pair = sampler(5)
+    assert pair.clean0.shape == pair.degraded1.shape == (3, 3, 64, 64)
+    # noise of sigma 6 on each frame, drawn apart: the two frames' noise differs
+    noise0, noise1 = pair.degraded0 - pair.clean0, pair.degraded1 - pair.clean1
+    assert 4 / 255 < float(noise0.std()) < 8 / 255
+    assert float((noise0 - noise1).abs().mean()) > 2 / 255
+    again = sampler(5)
+    assert torch.equal(again.degraded0, pair.degraded0)  # a function of (seed, step)
+    # one recipe for both frames: the same face twice, blurred by a sigma drawn per pair
+    # from a wide range, comes out the same in both frames of every pair
+    clip.images = [clip.images[0]] * len(clip.images)
+    only_blur = get_preset("video", {"prob": {"clean": 0.0, "light": 0.0, "blur": 1.0,
+                                              "motion": 0.0, "downscale": 0.0, "cast": 0.0,
+                                              "noise": 0.0, "jpeg": 0.0, "codec": 0.0},
+                                     "ranges": {"blur.sigma": [0.5, 6.0]}})
+    pair = PairSampler(clip, Degrader(only_blur, 0), seed=2, batch=6, patch=0, max_gap=4)(1)
+    assert torch.equal(pair.degraded0, pair.degraded1)
+    sharpness = (pair.degraded0[:, :, :, 1:] - pair.degraded0[:, :, :, :-1]).abs().mean((1, 2, 3))
+    assert float(sharpness.max() - sharpness.min()) > 1e-3  # the pairs' sigmas differ
+
+
+def test_temporal_loss_is_zero_for_a_steady_error_and_grows_with_flicker():
+    from vidrestore.train.losses import temporal_loss
+
+    clean0, clean1 = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    steady = torch.full_like(clean0, 0.05)
+    assert float(temporal_loss(clean0 + steady, clean1 + steady, clean0, clean1)) < 1e-7
+    flicker = torch.randn_like(clean0) * 0.05
+    assert float(temporal_loss(clean0 + flicker, clean1 - flicker, clean0, clean1)) > 0.05

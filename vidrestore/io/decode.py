@@ -55,20 +55,21 @@ class HardwareDecode:
 def read_frames(
     info: MediaInfo, on_side: SideSink | None = None, reencode: frozenset[int] = frozenset(),
     hwaccel: HardwareDecode = HardwareDecode(), on_decoder: DecoderSink | None = None,
-    on_warning: WarningSink | None = None,
+    on_warning: WarningSink | None = None, seek_dts: int | None = None,
 ) -> Iterator[Frame]:
     """Yield every frame of `info.path`; hand side-stream data to `on_side`.
 
     `reencode` holds the indices of side streams whose packets must be decoded to audio
     frames (the output container does not take their codec). `on_decoder` hears once which
     decoder the video goes through; `on_warning` hears what concerns the whole stream (it
-    ended early).
+    ended early). `seek_dts` starts decoding at the keyframe with that decode timestamp
+    (or the one before it), for a segment of the video (see `FrameRange`).
     """
     if info.kind == "image":
         yield read_image(info)
         return
     yield from _read_video(info, on_side, reencode, hwaccel, on_decoder or (lambda _: None),
-                           on_warning or (lambda _: None))
+                           on_warning or (lambda _: None), seek_dts)
 
 
 def read_image(info: MediaInfo) -> Frame:
@@ -103,7 +104,8 @@ def _to_rgb8(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[int],
-                hwaccel: HardwareDecode, on_decoder: DecoderSink, on_warning: WarningSink):
+                hwaccel: HardwareDecode, on_decoder: DecoderSink, on_warning: WarningSink,
+                seek_dts: int | None = None):
     container = _open_with_hwaccel(info, hwaccel) if hwaccel.kind != "none" else None
     if container is None:
         try:
@@ -114,6 +116,8 @@ def _read_video(info: MediaInfo, on_side: SideSink | None, reencode: frozenset[i
         video = container.streams.video[0]
         on_decoder("cuda" if video.codec_context.is_hwaccel else "software")
         video.thread_type = "AUTO"  # frame + slice threads in the decoder
+        if seek_dts is not None:
+            container.seek(seek_dts, stream=video, backward=True)
         wanted = [video]
         if on_side is not None:
             wanted += [container.streams[s.index] for s in info.side_streams]
@@ -183,6 +187,20 @@ def _open_with_hwaccel(info: MediaInfo, hwaccel: HardwareDecode):
                               "auto (falls back to software) or none") from exc
         log.warning("hardware decoding is not available here (%s); decoding in software", exc)
         return None
+
+
+def read_side_packets(info: MediaInfo, reencode: frozenset[int]) -> Iterator[SidePacket]:
+    """The side streams' data alone (no video decoded), as the decoder thread passes it on:
+    what a join of separately restored video segments muxes beside them."""
+    out: list[SidePacket] = []
+    with av.open(local_url(info.path), metadata_errors="replace") as container:
+        wanted = [container.streams[s.index] for s in info.side_streams]
+        if not wanted:
+            return
+        for packet in container.demux(wanted):
+            _pass_side(packet, out.append, reencode)
+            yield from out
+            out.clear()
 
 
 def _pass_side(packet: av.Packet, on_side: SideSink | None, reencode: frozenset[int]) -> None:

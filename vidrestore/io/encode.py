@@ -28,7 +28,7 @@ from .probe import MediaInfo, local_url
 
 log = logging.getLogger(__name__)
 
-_AUDIO_LEAD_S = 1.0  # mux side packets up to this far ahead of the video
+AUDIO_LEAD_S = 1.0  # mux side packets up to this far ahead of the video
 # FFmpeg's default ASS header, for a subtitle encoder whose source decoder gave none.
 _ASS_HEADER = (
     b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
@@ -125,7 +125,7 @@ class VideoWriter:
         if duration:
             self._durations[pts] = duration
         try:
-            self._mux_side_until(frame.time + _AUDIO_LEAD_S)
+            self._mux_side_until(frame.time + AUDIO_LEAD_S)
             for packet in self.video.encode(vf):
                 self._mux_video(packet)
         except (av.FFmpegError, OSError) as exc:
@@ -213,8 +213,7 @@ class VideoWriter:
     def close(self) -> None:
         """Flush every encoder and finish the container."""
         try:
-            for packet in self.video.encode():
-                self._mux_video(packet)
+            self._flush_video()
             self._mux_side_until(float("inf"))
             for index, reencoder in self._resamplers.items():
                 out = self._side_streams[index]
@@ -227,6 +226,10 @@ class VideoWriter:
             self.abort()
             raise EncodeError(f"{self.plan.path}: finishing the output failed "
                               f"({_why(exc)})") from exc
+
+    def _flush_video(self) -> None:
+        for packet in self.video.encode():
+            self._mux_video(packet)
 
     def abort(self) -> None:
         try:

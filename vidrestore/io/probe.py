@@ -71,6 +71,45 @@ def media_kind(path: Path) -> str | None:
     return None
 
 
+# Pillow's format names and FFmpeg's demuxer names of what `probe` accepts, with the
+# extension each is restored under.
+_IMAGE_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+_VIDEO_DEMUXERS = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
+
+
+def sniff_extension(path: str | os.PathLike[str]) -> str:
+    """The extension a file's content calls for (`.jpg`, `.mp4`, ...), found by opening it,
+    whatever its name: for a file that arrives without a trustworthy name (an upload).
+    Raises `InputError` when it is none of the images or videos `probe` accepts."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    try:
+        with quiet_bomb_warning(path), Image.open(path) as img:
+            if img.format in _IMAGE_FORMATS:
+                return _IMAGE_FORMATS[img.format]
+            raise InputError(f"{path}: a {img.format} image; images: "
+                             f"{' '.join(sorted(set(_IMAGE_FORMATS)))}")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        pass
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: image too large to decode safely ({exc})") from exc
+    try:
+        with av.open(local_url(path), metadata_errors="replace") as container:
+            demuxer = container.format.name
+            has_video, has_audio = bool(container.streams.video), bool(container.streams.audio)
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: neither an image nor a video ({_reason(exc)})") from exc
+    if demuxer not in _VIDEO_DEMUXERS:
+        raise InputError(f"{path}: not a video or image vidrestore restores (FFmpeg reads it "
+                         f"as {demuxer!r}); videos: mp4 mov mkv webm avi; images: jpg png "
+                         "webp bmp tiff")
+    if not has_video:  # as `probe` says it
+        raise InputError(f"{path}: has no video stream "
+                         f"({'audio only' if has_audio else 'no streams'})")
+    return _VIDEO_DEMUXERS[demuxer]
+
+
 def probe(path: str | os.PathLike[str]) -> MediaInfo:
     path = Path(path)
     if not path.exists():

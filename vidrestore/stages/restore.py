@@ -180,10 +180,15 @@ def _pad_batch(chunk: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([chunk, blank])
 
 
+def gfpgan_forward(net: GFPGAN, faces: torch.Tensor) -> torch.Tensor:
+    """GFPGANv1Clean on (K, 3, 512, 512) faces in [0, 1]: normalised to [-1, 1] in, back to
+    [0, 1] out (not clamped, so training keeps its gradients), with the stored noise. The
+    run and `vidrestore train` share it."""
+    return (net(faces * 2 - 1, return_rgb=False, randomize_noise=False)[0] + 1) / 2
+
+
 def _gfpgan_forward(model: ImageModelDescriptor, faces: torch.Tensor) -> torch.Tensor:
-    """GFPGANv1Clean on [0, 1] faces: normalised to [-1, 1] in, back to [0, 1] out."""
-    raw = model.model(faces * 2 - 1, return_rgb=False, randomize_noise=False)[0]
-    return ((raw + 1) / 2).clamp_(0, 1)
+    return gfpgan_forward(model.model, faces).clamp_(0, 1)
 
 
 def _codeformer_forward(model: ImageModelDescriptor, faces: torch.Tensor, *,

@@ -52,7 +52,11 @@ class LossSection:
     rec: "l1" or "l2". identity: 1 - cosine of dlib ResNet descriptors (torch port, real
     weights) of restored and clean face, on whole faces: every `identity_every` steps a batch
     of `identity_batch` whole crops is added (patches carry no identity). lpips_weight: used
-    only when LPIPS's AlexNet trunk is in the model cache (logged as off otherwise)."""
+    only when LPIPS's AlexNet trunk is in the model cache (logged as off otherwise).
+    temporal: on `temporal_batch` pairs of neighbouring faces of a clip (at most
+    `temporal_gap` frames apart, one recipe, each its own noise), the L1 of the restored
+    change minus the clean change; it keeps what the restorer adds steady from frame to
+    frame (0: off; a dataset of stills has no pairs and logs it off)."""
 
     rec: str = "l1"
     rec_weight: float = 1.0
@@ -60,6 +64,9 @@ class LossSection:
     identity_every: int = 4
     identity_batch: int = 1
     lpips_weight: float = 0.0
+    temporal_weight: float = 0.0
+    temporal_batch: int = 4
+    temporal_gap: int = 4
 
 
 @dataclass(frozen=True)
@@ -96,9 +103,11 @@ class TrainConfig:
         if self.data.patch and self.data.patch % 16:
             raise ConfigError(f"data.patch: {self.data.patch} must be a multiple of 16")
         if min(self.optim.steps, self.data.batch, self.optim.accumulate,
-               self.loss.identity_every) < 1:
-            raise ConfigError("optim.steps, data.batch, optim.accumulate and "
-                              "loss.identity_every must be at least 1")
+               self.loss.identity_every, self.loss.temporal_batch,
+               self.loss.temporal_gap) < 1:
+            raise ConfigError("optim.steps, data.batch, optim.accumulate, "
+                              "loss.identity_every, loss.temporal_batch and "
+                              "loss.temporal_gap must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

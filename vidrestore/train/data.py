@@ -67,6 +67,24 @@ class FaceCrops:
     def sources(self) -> list[str]:
         return sorted({r["source"] for r in self.records})
 
+    def neighbours(self, max_gap: int) -> list[tuple[int, int]]:
+        """(i, j): faces of one track of one video, j the next kept face after i, at most
+        `max_gap` frames later: consecutive frames of a clip, for the temporal loss."""
+        last: dict[tuple[str, int], tuple[int, int]] = {}
+        pairs = []
+        order = sorted(range(len(self.records)), key=lambda k: (
+            self.records[k]["source"], self.records[k].get("track", 0),
+            self.records[k].get("frame", 0)))
+        for k in order:
+            r = self.records[k]
+            if "track" not in r:
+                continue
+            key = (r["source"], r["track"])
+            if key in last and 0 < r["frame"] - last[key][1] <= max_gap:
+                pairs.append((last[key][0], k))
+            last[key] = (k, r["frame"])
+        return pairs
+
 
 def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255).contiguous()
@@ -105,6 +123,52 @@ class TrainSampler:
             chips.append(_flipped_affine(self.crops.chip_affine(int(i)), flip, image.shape[1]))
         chip = torch.from_numpy(np.stack(chips)) if (whole or not self.patch) else None
         return Batch(_to_tensor(clean), _to_tensor(degraded), chip)
+
+
+@dataclass
+class PairBatch:
+    """Neighbouring frames of clips: clean0/clean1 and degraded0/degraded1, (B, 3, S, S)."""
+
+    clean0: torch.Tensor
+    clean1: torch.Tensor
+    degraded0: torch.Tensor
+    degraded1: torch.Tensor
+
+
+class PairSampler:
+    """Pairs of neighbouring video faces for the temporal loss, as a clip degrades them:
+    both frames get one recipe (the same blur, scale and codec), each its own noise, the
+    same flip and the same patch position."""
+
+    def __init__(self, crops: FaceCrops, degrader: Degrader, seed: int, batch: int,
+                 patch: int, max_gap: int) -> None:
+        self.crops, self.degrader, self.seed = crops, degrader, seed
+        self.batch, self.patch = batch, patch
+        self.pairs = crops.neighbours(max_gap)
+
+    def __call__(self, step: int, stream: int = 3) -> PairBatch | None:
+        if not self.pairs:
+            return None
+        rng = np.random.default_rng([self.seed, step, stream])
+        picks = rng.integers(len(self.pairs), size=self.batch)
+        out: list[list[np.ndarray]] = [[], [], [], []]
+        for j, p in enumerate(picks):
+            flip = rng.random() < 0.5
+            sample_index = (step * 64 + stream) * 64 + j
+            size = self.crops.image(self.pairs[int(p)][0]).shape[0]
+            y, x = rng.integers(0, size - self.patch + 1, size=2) if self.patch else (0, 0)
+            for frame, i in enumerate(self.pairs[int(p)]):
+                image = self.crops.image(i)
+                if flip:
+                    image = image[:, ::-1]
+                image = np.ascontiguousarray(image)
+                low = self.degrader(image, sample_index, noise_index=sample_index * 2 + frame)
+                if self.patch:
+                    image = image[y:y + self.patch, x:x + self.patch]
+                    low = low[y:y + self.patch, x:x + self.patch]
+                out[frame].append(np.ascontiguousarray(image))
+                out[2 + frame].append(np.ascontiguousarray(low))
+        return PairBatch(*(_to_tensor(images) for images in out))
 
 
 def _flipped_affine(affine: np.ndarray, flip: bool, width: int) -> np.ndarray:

@@ -118,10 +118,13 @@ class Degrader:
             out.append(("codec", {"crf": int(round(draw("codec.crf")))}))
         return out
 
-    def __call__(self, image: np.ndarray, index: int) -> np.ndarray:
-        """Degraded copy of `image` (uint8 RGB), same size."""
+    def __call__(self, image: np.ndarray, index: int, noise_index: int | None = None
+                 ) -> np.ndarray:
+        """Degraded copy of `image` (uint8 RGB), same size. `noise_index` (default `index`)
+        seeds the noise alone: two frames of one clip share a recipe, not their noise."""
         size = image.shape[1], image.shape[0]
-        noise_rng = np.random.default_rng([self.seed, index, 1])
+        noise_rng = np.random.default_rng([self.seed, index if noise_index is None
+                                           else noise_index, 1])
         x = image.astype(np.float32) / 255.0
         for name, params in self.recipe(index):
             x = apply_step(x, name, params, noise_rng)

@@ -1,4 +1,4 @@
-"""Losses of `vidrestore train`: reconstruction (L1/L2), identity, optional LPIPS.
+"""Losses of `vidrestore train`: reconstruction (L1/L2), identity, temporal, optional LPIPS.
 
 Identity: dlib's ResNet face descriptor re-implemented in torch (`models/arch/dlib_resnet`),
 weights from the `.dat` of face-recognition-models, equal to dlib's own output (see
@@ -19,6 +19,15 @@ from ..models.arch.dlib_resnet import CHIP_SIZE, load_dlib_resnet
 
 def reconstruction(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(output, target) if kind == "l1" else F.mse_loss(output, target)
+
+
+def temporal_loss(out0: torch.Tensor, out1: torch.Tensor, clean0: torch.Tensor,
+                  clean1: torch.Tensor) -> torch.Tensor:
+    """L1 of the change between the two restored frames minus the clean frames' change:
+    zero when the restorer's error is the same on both frames, so detail it invents
+    must stay put from frame to frame instead of flickering."""
+    return (out1 - out0 - (clean1 - clean0)).abs().mean()
+
 
 
 def warp_to_chips(faces: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:

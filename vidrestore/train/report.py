@@ -65,7 +65,7 @@ def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 def plot_losses(records: list[dict[str, Any]]) -> Figure:
     steps = [r for r in records if r.get("kind") == "step"]
-    terms = [k for k in ("total", "rec", "identity", "lpips")
+    terms = [k for k in ("total", "rec", "identity", "lpips", "temporal")
              if any(r.get(k) is not None for r in steps)]
     fig = Figure(figsize=(3.2 * max(1, len(terms)), 2.6), layout="constrained")
     axes = fig.subplots(1, max(1, len(terms)), squeeze=False)[0]

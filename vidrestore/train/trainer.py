@@ -36,9 +36,9 @@ from ..errors import ConfigError, InputError, VidrestoreError
 from ..metrics.quality import psnr, ssim
 from ..models.arch.face_unet import FaceUNet, face_unet_from_state_dict
 from .config import TrainConfig, config_from_dict
-from .data import Batch, FaceCrops, TrainSampler, describe_split, validation_batch
+from .data import Batch, FaceCrops, PairSampler, TrainSampler, describe_split, validation_batch
 from .degradation import Degrader, get_preset
-from .losses import IdentityLoss, reconstruction
+from .losses import IdentityLoss, reconstruction, temporal_loss
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +76,32 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, Forward]:
                           "(gfpgan-1.3, gfpgan-1.4) or an official-layout .pth file")
     from ..models import ModelStore
     from ..models.factory import load_model
+    from ..stages.restore import gfpgan_forward
 
     descriptor = load_model(ModelStore(), m.init, "face_restorer", option="model.init").module
     if descriptor.architecture.id != "GFPGAN":
         raise ConfigError(f"model.init: {m.init} is {descriptor.architecture.name}, not GFPGAN")
-    model = descriptor.model.requires_grad_(True)
-
-    def forward(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return (net(x * 2 - 1, return_rgb=False, randomize_noise=False)[0] + 1) / 2
-
-    return model, forward
+    return descriptor.model.requires_grad_(True), gfpgan_forward
 
 
-def _read_weights(path: str) -> dict[str, torch.Tensor]:
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
+def _read_weights(init: str) -> dict[str, torch.Tensor]:
+    """FaceUNet weights to start from: a training checkpoint (.pt, its EMA), a weight file,
+    or a registry name (`vidrestore-face-v1`), all through the safe readers."""
+    if init.lower().endswith(".pt"):
+        if not Path(init).is_file():
+            raise ConfigError(f"model.init: {init}: no such checkpoint")
+        try:
+            state = torch.load(init, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling refusals and corrupt files alike
+            raise ConfigError(f"model.init: cannot read the checkpoint {init} "
+                              f"({str(exc).splitlines()[0]})") from exc
+        return state.get("ema", state) if isinstance(state, dict) else state
+    from ..models import ModelStore
+    from ..models.factory import resolve_model
+    from ..models.reader import read_state_dict
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("ema", state) if isinstance(state, dict) else state
+    resolved = resolve_model(ModelStore(), init, "face_restorer", "model.init")
+    return read_state_dict(resolved.path, what=f"model.init {init}")
 
 
 # --------------------------------------------------------------------------- schedule and EMA
@@ -136,6 +143,7 @@ class Trainer:
                                     cfg.data.batch,
                                     0 if cfg.model.arch == "gfpgan" else cfg.data.patch)
         self.val_degrader = Degrader(preset, cfg.seed)
+        self.pairs = self._open_pairs(preset)
         self.model, self.forward = build_model(cfg)
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
@@ -149,6 +157,20 @@ class Trainer:
         if self.cuda:
             self.model.to(memory_format=torch.channels_last)
         self._stop = False
+
+    def _open_pairs(self, preset) -> PairSampler | None:
+        lossc = self.cfg.loss
+        if lossc.temporal_weight <= 0:
+            return None
+        pairs = PairSampler(self.train_crops, Degrader(preset, self.cfg.seed), self.cfg.seed,
+                            lossc.temporal_batch,
+                            0 if self.cfg.model.arch == "gfpgan" else self.cfg.data.patch,
+                            lossc.temporal_gap)
+        if not pairs.pairs:
+            log.warning("temporal loss is off: the training split has no neighbouring "
+                        "video faces (at most %d frames apart)", lossc.temporal_gap)
+            return None
+        return pairs
 
     def _needs_identity(self) -> bool:
         return self.cfg.loss.identity_weight > 0 or self.val_crops is not None
@@ -201,7 +223,7 @@ class Trainer:
             group["lr"] = learning_rate(cfg, self.step)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        totals = {"rec": 0.0, "identity": math.nan, "lpips": math.nan}
+        totals = {"rec": 0.0, "identity": math.nan, "lpips": math.nan, "temporal": math.nan}
         samples = 0
         for micro in range(cfg.optim.accumulate):
             batch = self.sampler(self.step, stream=2 + micro)
@@ -227,6 +249,16 @@ class Trainer:
             (lossc.identity_weight * ident).backward()
             totals["identity"] = ident.item()
             samples += clean.shape[0]
+        pair = self.pairs(self.step) if self.pairs is not None else None
+        if pair is not None:
+            low = self._to_device(torch.cat([pair.degraded0, pair.degraded1]))
+            with self._autocast():
+                out0, out1 = self.forward(self.model, low).float().chunk(2)
+            temp = temporal_loss(out0, out1, self._to_device(pair.clean0),
+                                 self._to_device(pair.clean1))
+            (lossc.temporal_weight * temp).backward()
+            totals["temporal"] = temp.item()
+            samples += low.shape[0]
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         self.optimizer.step()
@@ -234,7 +266,8 @@ class Trainer:
         self.step += 1
         totals["total"] = lossc.rec_weight * totals["rec"] + sum(
             w * totals[k] for k, w in (("identity", lossc.identity_weight),
-                                       ("lpips", lossc.lpips_weight))
+                                       ("lpips", lossc.lpips_weight),
+                                       ("temporal", lossc.temporal_weight))
             if w > 0 and not math.isnan(totals[k]))
         totals["samples"] = samples
         return totals
