@@ -125,11 +125,12 @@ def main() -> None:
     torch.set_num_threads(1)
     from vidrestore.degrade import degrade
     from vidrestore.metrics.identity import DlibFaceEncoder
+    from vidrestore.models.bundled_faces import bundled_retinaface
     from vidrestore.stages.detect import FaceDetector
     from vidrestore.train.degradation import frame_recipe, get_preset
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    detector, encoder = FaceDetector("bundled", "cpu"), DlibFaceEncoder()
+    detector, encoder = FaceDetector(bundled_retinaface(), "cpu"), DlibFaceEncoder()
     work = args.work or Path(tempfile.mkdtemp(prefix="face_eval_"))
     work.mkdir(parents=True, exist_ok=True)
     rows, tiles = [], []

@@ -35,6 +35,7 @@ print("av", av.__version__, "hw devices", h())'
     ldconfig -p | grep -E 'libnvcuvid|libcuda\.so' || echo "no libnvcuvid: NVDEC unavailable"
     python3 -m pytest -q -p no:cacheprovider -m needs_cuda -o addopts= -ra \
       tests/unit/test_upscale.py tests/unit/test_face_restorer.py tests/unit/test_detect.py \
+      tests/unit/test_codeformer.py \
       tests/unit/test_colour.py tests/unit/test_speed_paths.py \
       tests/io/test_hwdecode_and_encode_threads.py 2>&1 | tee "$out/cuda_tests.log"
     ;;

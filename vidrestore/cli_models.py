@@ -30,9 +30,10 @@ def models_group(ctx: click.Context, models_dir: str | None) -> None:
 @models_group.command("list")
 @click.pass_obj
 def list_models(store: ModelStore) -> None:
-    """Show every model: role, present/missing/bundled, source, size and path."""
+    """Show every model: role, present/missing/bundled, source, size, path and licence
+    (last: some weights are for non-commercial use only)."""
     rows = [_row(status) for status in store.status()]
-    header = ("NAME", "ROLE", "STATUS", "SOURCE", "SIZE", "PATH")
+    header = ("NAME", "ROLE", "STATUS", "SOURCE", "SIZE", "PATH", "LICENCE")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
@@ -93,7 +94,7 @@ def model_path(store: ModelStore, name: str) -> None:
 def _row(status: ModelStatus) -> tuple[str, ...]:
     path = str(status.path) if status.path else "-"
     return (status.name, status.role, status.status, status.source,
-            _human_size(status.size_bytes), path)
+            _human_size(status.size_bytes), path, status.license)
 
 
 def _human_size(size: int) -> str:

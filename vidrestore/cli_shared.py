@@ -26,11 +26,13 @@ def _model_options(func):
         click.option("--batch-size", type=click.IntRange(min=1),
                      help="Frames per device batch (default: 4)."),
         click.option("--face-model", help="Face restorer: gfpgan-1.3 (default), gfpgan-1.4, "
-                                          "restoreformer++, a .pth file, passthrough (the "
-                                          "whole face path with faces unchanged), or none."),
+                                          "restoreformer++, codeformer (non-commercial "
+                                          "licence), a .pth file, passthrough (the whole "
+                                          "face path with faces unchanged), or none."),
         click.option("--fidelity", type=click.FloatRange(0, 1), metavar="W",
                      help="Weight of the restored face against the input face, 0-1 "
-                          "(default: 1, fully restored)."),
+                          "(default: 1, fully restored); with codeformer, its fidelity "
+                          "weight w (0: most restoration, 1: closest to the input)."),
         click.option("--identity-guard", is_flag=True, default=None,
                      help="Blend faces that no longer look like their input back toward it "
                           "until they pass the identity check."),

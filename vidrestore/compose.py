@@ -1,7 +1,8 @@
 """`build_stages`: the composition root, the one place that knows both the config and the
-models. It finds each model in the store, refuses one given in the wrong role, loads it and
-builds the stage list in the order of the pipeline diagram. File runs, the webcam and the
-library's `Restorer` all get their stages here; the stages themselves take loaded models."""
+models. It asks the model factory (`models/factory.py`) for each model the config names (the
+factory finds it, refuses one in the wrong role and loads it) and builds the stage list in
+the order of the pipeline diagram. File runs, the webcam and the library's `Restorer` all get
+their stages here; the stages themselves take loaded models."""
 
 from __future__ import annotations
 
@@ -12,18 +13,15 @@ from typing import Any
 import torch
 
 from .config import FaceConfig, RunConfig
-from .errors import ConfigError, DownloadError, ModelError, UnknownModelError
+from .errors import DownloadError, ModelError
 from .failures import FailureLog
 from .metrics.identity import open_identity_encoder
 from .metrics.perceptual import LPIPS_TRUNK, open_lpips
-from .models import ModelStore, load_image_model
-from .models.arch.parsenet import fuse_batchnorm as fuse_parsenet
-from .models.arch.parsenet import load_parsenet
-from .models.registry import get_spec
+from .models import ModelStore
+from .models.factory import LoadedModel, load_model
 from .stages import Stage
 from .stages.detect import FaceDetector
 from .stages.face_path import FaceModels, build_face_path
-from .stages.precision import supports_bf16
 from .stages.preprocess import Preprocessor
 from .stages.restore import FaceRestorer, PassthroughRestorer
 from .stages.upscale import BackgroundUpscaler, PlainResize
@@ -64,14 +62,13 @@ def _add_background_stage(cfg: RunConfig, device, store: ModelStore, built: Buil
         built.stages.append(PlainResize())
         built.models["background"] = {"name": "none", "source": "plain bicubic resize"}
         return
-    resolved = resolve_model(store, bg.model, "background_upscaler", "--bg-model")
-    model = load_image_model(resolved, device)
-    _check_role(model, "background_upscaler", "--bg-model", bg.model)
-    stage = BackgroundUpscaler(model, device, tile=bg.tile, tile_pad=bg.tile_pad,
+    loaded = load_model(store, bg.model, "background_upscaler", device, option="--bg-model")
+    resolved = loaded.resolved
+    stage = BackgroundUpscaler(loaded.module, device, tile=bg.tile, tile_pad=bg.tile_pad,
                                half=bg.half, compile=bg.compile,
                                on_fallback=built.failures.fell_back)
     built.stages.append(stage)
-    built.models["background"] = {**resolved.describe(), **_run_settings(stage)}
+    built.models["background"] = {**loaded.describe(), **_run_settings(stage)}
     if resolved.is_fallback:
         built.fall_back(f"background model {bg.model} is not available; using "
                        f"{resolved.spec.name} ({resolved.source}) in its place")
@@ -102,12 +99,11 @@ def _face_restorer(face: FaceConfig, device, store: ModelStore, built: BuiltStag
     if face.model == "passthrough":
         built.models["face"] = {"name": "passthrough", "source": "built in: faces unchanged"}
         return PassthroughRestorer()
-    resolved = resolve_model(store, face.model, "face_restorer", "--face-model")
-    model = load_image_model(resolved, device)
-    _check_role(model, "face_restorer", "--face-model", face.model)
-    restorer = FaceRestorer(model, device, half=face.half, fidelity=face.fidelity,
+    loaded = load_model(store, face.model, "face_restorer", device, option="--face-model")
+    resolved = loaded.resolved
+    restorer = FaceRestorer(loaded.module, device, half=face.half, fidelity=face.fidelity,
                             compile=face.compile, on_fallback=built.failures.fell_back)
-    built.models["face"] = {**resolved.describe(), **_run_settings(restorer)}
+    built.models["face"] = {**loaded.describe(), **_run_settings(restorer)}
     if resolved.is_fallback:
         built.fall_back(f"face model {face.model} is not available; using "
                        f"{resolved.spec.name} ({resolved.source}) in its place")
@@ -122,13 +118,13 @@ def _run_settings(runner: BackgroundUpscaler | FaceRestorer) -> dict[str, Any]:
 
 def _face_detector(face: FaceConfig, device, store: ModelStore,
                    built: BuiltStages) -> FaceDetector:
-    resolved = resolve_model(store, face.detector, "detector", "face.detector")
-    weights = "bundled" if resolved.spec.bundled else resolved.path
-    built.models["detector"] = {**resolved.describe(), "input_size": face.detector_size}
+    loaded = load_model(store, face.detector, "detector", device, option="face.detector")
+    resolved = loaded.resolved
+    built.models["detector"] = {**loaded.describe(), "input_size": face.detector_size}
     if resolved.is_fallback:
         built.fall_back(f"face detector {face.detector} is not available; using "
                        f"{resolved.spec.name} ({resolved.source}) in its place")
-    return FaceDetector(weights, device, input_size=face.detector_size)
+    return FaceDetector(loaded.module, device, input_size=face.detector_size)
 
 
 def _face_parser(cfg: RunConfig, device, store: ModelStore, built: BuiltStages):
@@ -138,8 +134,8 @@ def _face_parser(cfg: RunConfig, device, store: ModelStore, built: BuiltStages):
         built.models["parser"] = {"name": "none", "source": "face.parse is off"}
         return None
     try:
-        resolved = store.locate("parsenet")
-        parser = fuse_parsenet(load_parsenet(resolved.path))
+        loaded: LoadedModel = load_model(store, "parsenet", "parser", device,
+                                         option="face.parse", half=cfg.face.half)
     except ModelError as exc:
         if cfg.models.strict:
             raise
@@ -149,9 +145,8 @@ def _face_parser(cfg: RunConfig, device, store: ModelStore, built: BuiltStages):
             built.fall_back(f"face parsing off (faces pasted with the feathered square): {exc}")
         built.models["parser"] = {"name": "parsenet", "source": None, "error": str(exc)}
         return None
-    built.models["parser"] = resolved.describe()
-    dtype = torch.bfloat16 if cfg.face.half and supports_bf16(device) else torch.float32
-    return parser.to(device, dtype)
+    built.models["parser"] = loaded.describe()
+    return loaded.module
 
 
 def _identity_encoder(cfg: RunConfig, store: ModelStore, built: BuiltStages):
@@ -185,43 +180,3 @@ def _lpips_metric(device, store: ModelStore, built: BuiltStages):
     built.models["lpips"] = {"name": metric.name, "source": "cache",
                              "trunk": str(store.path_for(LPIPS_TRUNK))}
     return metric, ""
-
-
-_WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
-
-
-_ROLE_NAMES = {"background_upscaler": "background upscaler", "face_restorer": "face restorer",
-               "detector": "face detector"}
-
-
-def resolve_model(store: ModelStore, name: str, role: str, option: str):
-    """A registry name of `role`, or the path of the user's own weight file."""
-    if name.lower().endswith(_WEIGHT_SUFFIXES):
-        return store.user_file(name, role)
-    try:
-        spec = get_spec(name, store.registry)
-    except UnknownModelError:
-        names = [s.name for s in store.registry.values() if s.role == role and not s.bundled]
-        extra = ", passthrough, none" if role == "face_restorer" else \
-            ", none" if role == "background_upscaler" else ""
-        raise UnknownModelError(f"{option} {name}: unknown model; choose one of "
-                                f"{', '.join(names)}{extra}, or a weight file "
-                                f"({', '.join(_WEIGHT_SUFFIXES)})") from None
-    if spec.role != role:
-        choices = ", ".join(s.name for s in store.registry.values()
-                            if s.role == role and not s.bundled)
-        raise ConfigError(f"{option} {name}: {name} is a {_ROLE_NAMES.get(spec.role, spec.role)}"
-                          f", not a {_ROLE_NAMES[role]}; choose one of {choices}")
-    return store.locate(name)
-
-
-def _check_role(model, role: str, option: str, name: str) -> None:
-    """A loaded file that cannot do the job: a face restorer is x1 and made for faces, a
-    background upscaler enlarges whole images."""
-    arch = f"{model.architecture.name} x{model.scale}"
-    if role == "face_restorer" and (model.scale != 1 or model.purpose == "SR"):
-        raise ConfigError(f"{option} {name}: this is a {arch} super-resolution model, not a "
-                          "face restorer (give it as --bg-model)")
-    if role == "background_upscaler" and model.purpose == "FaceSR":
-        raise ConfigError(f"{option} {name}: this is a {arch} face restorer, not a background "
-                          "upscaler (give it as --face-model)")

@@ -131,7 +131,8 @@ class FaceConfig:
         "none" (no face path).
     detector: RetinaFace backbone, or a .pth file; falls back to the bundled MobileNet-0.25.
     detector_size: longest side, in pixels, frames are detected at (larger ones shrink).
-    fidelity: 0-1, restored face weight against the input face (1: fully restored).
+    fidelity: 0-1, restored face weight against the input face (1: fully restored);
+        for CodeFormer, the network's own fidelity weight w (1: closest to the input).
     half: bf16/fp16 on CUDA where the models support it.
     parse: use ParseNet's face mask for paste-back when its weights are present.
     identity: score each restored face against its input (see identity_encoder).

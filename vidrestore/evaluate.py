@@ -83,6 +83,7 @@ def open_measures(config: RunConfig, device: torch.device, *, identity: bool = T
     from .metrics.identity import open_identity_encoder
     from .metrics.perceptual import open_lpips
     from .models import ModelStore
+    from .models.factory import BUNDLED_DETECTOR, load_model
     from .stages.detect import FaceDetector
     from .stages.track import FaceTracker
 
@@ -90,7 +91,8 @@ def open_measures(config: RunConfig, device: torch.device, *, identity: bool = T
     measures = Measures(device=device)
     if identity:
         encoder = open_identity_encoder(store, config.face.identity_encoder)
-        detector = FaceDetector("bundled", device, input_size=config.face.detector_size)
+        retinaface = load_model(store, BUNDLED_DETECTOR, "detector", device).module
+        detector = FaceDetector(retinaface, device, input_size=config.face.detector_size)
         measures.identity = FaceScoring(detector, lambda: FaceTracker(config.face.track),
                                         encoder)
     if lpips:

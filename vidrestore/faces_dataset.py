@@ -232,7 +232,11 @@ def extract_faces(inputs: Sequence[str | os.PathLike[str]], dataset: str | os.Pa
     (root / "parts").mkdir(parents=True, exist_ok=True)
     files = media_files(inputs)
     if detector is None:
-        detector = FaceDetector("bundled", "cpu", input_size=settings.detector_size)
+        from .models import ModelStore
+        from .models.factory import BUNDLED_DETECTOR, load_model
+
+        retinaface = load_model(ModelStore(), BUNDLED_DETECTOR, "detector").module
+        detector = FaceDetector(retinaface, "cpu", input_size=settings.detector_size)
     if encoder is None:
         from .metrics.identity import DlibFaceEncoder
 

@@ -1,6 +1,6 @@
 """The peer's side of the equivalence tests (tests/peer/test_equivalence.py): facexlib,
-gfpgan and realesrgan run on inputs the test prepared, their outputs written for the test
-to compare with vidrestore's.
+gfpgan, realesrgan and CodeFormer run on inputs the test prepared, their outputs written for
+the test to compare with vidrestore's.
 
 Runs with bench/peer/.venv/bin/python (see setup_peer.sh), never in vidrestore's environment.
 
@@ -21,6 +21,12 @@ instance attribute and leaves the peer's code unchanged:
   once with the network's forward wrapped to pass randomize_noise=False (`input`, `raw`: the
   network's input and output tensors; `out`: the restored face), then twice as it is, fresh
   noise each call (`fresh_a`, `fresh_b`).
+- codeformer: `codeformer.face` (512, 512, 3) and `codeformer.w` (fidelity weights) -> the
+  network of CodeFormer's own code (codeformer-pip: sczhou/CodeFormer's codeformer_arch and
+  basicsr fork) built and loaded as inference_codeformer.py builds it, from
+  `codeformer.pth`'s 'params_ema', and that script's steps on the aligned face: img2tensor,
+  normalize (0.5, 0.5), `net(x, w=w, adain=True)[0]`, tensor2img(min_max=(-1, 1)),
+  astype('uint8'): `input`, `raw{j}` (the network's output for w[j]) and `out{j}`.
 - esrgan: `esrgan.<model>.<i>` frames -> RealESRGANer(tile=0, pre_pad=0).enhance at the
   model's own scale: `<model>.<i>.float` (RGB (3, sH, sW) float32, clamped, before the
   uint8 rounding; post_process wrapped) and `<model>.<i>.out` (BGR uint8).
@@ -56,7 +62,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from run_peer import background_net, weights_folder  # noqa: E402
 
-PARTS = ("template", "align", "gfpgan", "esrgan", "resize", "paste", "parse")
+PARTS = ("template", "align", "gfpgan", "codeformer", "esrgan", "resize", "paste", "parse")
 DEVICE = torch.device("cpu")
 
 
@@ -108,6 +114,28 @@ def part_gfpgan(inputs, weights: Path) -> dict:
     del net.forward  # back to the class's forward: fresh noise in every style conv
     fresh = [enhancer.enhance(face, has_aligned=True, paste_back=False)[1][0] for _ in "ab"]
     return {**seen, "out": restored, "fresh_a": fresh[0], "fresh_b": fresh[1]}
+
+
+def part_codeformer(inputs, weights: Path) -> dict:
+    if "codeformer.face" not in inputs.files:
+        return {}
+    from codeformer.basicsr.archs.codeformer_arch import CodeFormer
+    from codeformer.basicsr.utils import img2tensor, tensor2img
+    from torchvision.transforms.functional import normalize
+
+    net = CodeFormer(dim_embd=512, codebook_size=1024, n_head=8, n_layers=9,
+                     connect_list=["32", "64", "128", "256"]).to(DEVICE)
+    net.load_state_dict(torch.load(weights / "codeformer.pth")["params_ema"])
+    net.eval()
+    face_t = img2tensor(inputs["codeformer.face"] / 255.0, bgr2rgb=True, float32=True)
+    normalize(face_t, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), inplace=True)
+    face_t = face_t.unsqueeze(0).to(DEVICE)
+    out = {"input": face_t.numpy()}
+    for j, w in enumerate(inputs["codeformer.w"]):
+        output = net(face_t, w=float(w), adain=True)[0]
+        out[f"raw{j}"] = output.numpy()
+        out[f"out{j}"] = tensor2img(output, rgb2bgr=True, min_max=(-1, 1)).astype("uint8")
+    return out
 
 
 def part_esrgan(inputs, weights: Path) -> dict:

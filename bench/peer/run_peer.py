@@ -50,7 +50,7 @@ torchvision_shim.install()
 import av  # noqa: E402
 import torch  # noqa: E402
 
-PEER_PACKAGES = ("gfpgan", "realesrgan", "basicsr", "facexlib")
+PEER_PACKAGES = ("gfpgan", "realesrgan", "basicsr", "facexlib", "codeformer-pip")
 GFPGAN_FILE = "GFPGANv1.3.pth"
 DETECTOR_FILES = ("detection_mobilenet0.25_Final.pth", "parsing_parsenet.pth")
 PLACEHOLDER_R50 = "detection_Resnet50_Final.pth"  # GFPGANer loads it before the swap

@@ -11,7 +11,7 @@ import torch
 
 from tests.media import make_clip
 from tests.official_weights import rrdbnet_x2plus, srvgg_general_x4v3
-from vidrestore.stages.precision import pick_dtype, supports_bf16
+from vidrestore.models.capabilities import pick_dtype, supports_bf16
 
 NO_BG_NO_FACE = ["--bg-model", "none", "--quiet", "--batch-size", "3"]
 

@@ -1,5 +1,6 @@
 """Proof of equivalence with the reference implementations (gfpgan 1.3.8, realesrgan 0.3.0,
-basicsr 1.4.2, facexlib 0.3.0), and the deliberate differences, measured.
+basicsr 1.4.2, facexlib 0.3.0, CodeFormer's own code as codeformer-pip 0.0.4), and the
+deliberate differences, measured.
 
 The peer cannot be imported here (basicsr needs a torchvision shim that lives in its own
 venv), so one module fixture writes the inputs and the random official-layout weights, runs
@@ -45,6 +46,7 @@ ALIGN_PHOTOS = ("gfpgan_whole_imgs_Blake_Lively.jpg", "codeformer_whole_imgs_02.
                 "gfpgan_whole_imgs_10045.png")
 PASTE_PHOTO, PASTE_SCALE = "gfpgan_whole_imgs_Blake_Lively.jpg", 2
 GFPGAN_FACE = "gfpgan_cropped_faces_Adele_crop.png"
+CODEFORMER_W = (0.0, 0.7)  # fidelity weights: 0 skips the encoder features, 0.7 blends them
 # Background frames: (height, width); multiples of 4, and one (x2plus) that is not.
 ESRGAN_SIZES = {"RealESRGAN_x2plus": [(48, 64), (46, 62)], "realesr-general-x4v3": [(48, 64)]}
 # 46 x 62 reflect-padded to 48 x 64 as spandrel pads it, for the peer (esrgan.<model>.2)
@@ -115,6 +117,7 @@ class Run:
         self.inputs: dict[str, np.ndarray] = {}
         self._align_inputs()
         self._gfpgan_inputs()
+        self._codeformer_inputs()
         self._esrgan_inputs()
         self._resize_inputs()
         self._paste_inputs()
@@ -142,9 +145,10 @@ class Run:
         return load_image_model(self.store.locate(name, allow_fallback=False), CPU)
 
     def _align_inputs(self) -> None:
+        from vidrestore.models.bundled_faces import bundled_retinaface
         from vidrestore.stages.detect import FaceDetector
 
-        detector = FaceDetector("bundled", CPU)
+        detector = FaceDetector(bundled_retinaface(), CPU)
         self.align = []
         for i, name in enumerate(ALIGN_PHOTOS):
             bgr = cv2.imread(str(MEDIA / "images" / name))
@@ -159,6 +163,17 @@ class Run:
         self.face_bgr = cv2.imread(str(MEDIA / "images" / GFPGAN_FACE))
         assert self.face_bgr.shape == (512, 512, 3)
         self.inputs["gfpgan.face"] = self.face_bgr
+
+    def _codeformer_inputs(self) -> None:
+        """A random CodeFormer in the release's layout beside the other files (the peer reads
+        it as inference_codeformer.py does), and the GFPGAN test's aligned face."""
+        from tests.model_files import codeformer_checkpoint
+
+        self.codeformer_file = self.weights / "codeformer.pth"
+        if not self.codeformer_file.is_file():
+            codeformer_checkpoint(self.codeformer_file)
+        self.inputs["codeformer.face"] = self.face_bgr
+        self.inputs["codeformer.w"] = np.array(CODEFORMER_W)
 
     def _esrgan_inputs(self) -> None:
         photo = cv2.imread(str(MEDIA / "images" / PASTE_PHOTO))
@@ -294,6 +309,35 @@ def test_gfpgan_is_bit_identical_with_fixed_noise_and_the_same_edges(run):
     assert np.array_equal(ours_u8[~ties], theirs_u8[~ties])
     assert np.all(theirs_u8[ties] % 2 == 0) and np.all(np.abs(ours_u8 - theirs_u8)[ties] <= 1)
     print(f"FIGURE GFPGAN uint8: {int((ours_u8 != theirs_u8).sum())} ties rounded apart")
+
+
+def test_codeformer_is_bit_identical_with_its_own_code_at_each_fidelity(run):
+    """FaceRestorer (float32) on CodeFormer through the model factory, `fidelity` passed as
+    its w, against CodeFormer's own network and inference_codeformer.py steps on the same
+    file: the network's input ([-1, 1] RGB from img2tensor/normalize), its output for each w
+    and the [0, 1] face are identical; the uint8 faces too, but for exact ties (vidrestore
+    rounds half up, tensor2img to even). The two w give different faces."""
+    from vidrestore.models.factory import load_model
+    from vidrestore.stages.restore import FaceRestorer
+
+    loaded = load_model(run.store, str(run.codeformer_file), "face_restorer", CPU)
+    assert loaded.module.architecture.id == "CodeFormer"
+    face = rgb_tensor(run.face_bgr)
+    assert torch.equal(face * 2 - 1, torch.from_numpy(run.peer["codeformer.input"]))
+    for j, w in enumerate(CODEFORMER_W):
+        ours = FaceRestorer(loaded.module, CPU, half=False, fidelity=w)(face)
+        theirs = torch.from_numpy(run.peer[f"codeformer.raw{j}"]).clamp(-1, 1).add(1).div(2)
+        assert torch.equal(ours, theirs)
+        ours_u8 = to_uint8(ours)[0].astype(int)
+        theirs_u8 = run.peer[f"codeformer.out{j}"].astype(int)
+        ties = (theirs.numpy()[0] * 255 % 1 == 0.5).transpose(1, 2, 0)[..., ::-1]
+        assert np.array_equal(ours_u8[~ties], theirs_u8[~ties])
+        assert np.all(np.abs(ours_u8 - theirs_u8)[ties] <= 1)
+        print(f"FIGURE CodeFormer w={w} uint8: {int((ours_u8 != theirs_u8).sum())} ties "
+              "rounded apart")
+    apart = psnr(run.peer["codeformer.out0"], run.peer["codeformer.out1"])
+    print(f"FIGURE CodeFormer w={CODEFORMER_W[0]} vs w={CODEFORMER_W[1]}: {apart:.1f} dB")
+    assert apart < 40  # w reaches the network: the check above can fail
 
 
 def _upscale(run, model: str, bgr: np.ndarray) -> torch.Tensor:

@@ -68,9 +68,10 @@ def face_interior(frames: torch.Tensor, frame_index, affines, scale: int) -> tor
 
 @pytest.fixture(scope="module")
 def detector():
+    from vidrestore.models.bundled_faces import bundled_retinaface
     from vidrestore.stages.detect import FaceDetector
 
-    return FaceDetector("bundled", "cpu")
+    return FaceDetector(bundled_retinaface(), "cpu")
 
 
 @pytest.fixture(scope="module")

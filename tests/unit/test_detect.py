@@ -85,7 +85,7 @@ def match(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector("bundled", "cpu", score_threshold=0.8)
+    return FaceDetector(bundled_retinaface(), "cpu", score_threshold=0.8)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_decoded_faces_match_the_onnx_model(onnx_session, name):
     scores equal the ONNX model's decoded the package's way."""
     rgb = rgb_image(name)
     rgb = np.ascontiguousarray(rgb[: rgb.shape[0] // 32 * 32, : rgb.shape[1] // 32 * 32])
-    detector = FaceDetector("bundled", input_size=max(rgb.shape), score_threshold=0.5)
+    detector = FaceDetector(bundled_retinaface(), input_size=max(rgb.shape), score_threshold=0.5)
     det = detector(as_batch(rgb))[0]
     boxes, scores, points = onnx_decoded_the_package_way(onnx_session, rgb, 0.5)
     assert len(det) == len(boxes) >= 2
@@ -178,7 +178,7 @@ def test_agrees_with_the_package_detect_faces(name):
     retinaface = pytest.importorskip("retinaface")
     rgb = rgb_image(name)
     theirs = retinaface.detect_faces(rgb, score_threshold=0.8)
-    detector = FaceDetector("bundled", input_size=max(rgb.shape), score_threshold=0.8)
+    detector = FaceDetector(bundled_retinaface(), input_size=max(rgb.shape), score_threshold=0.8)
     ours = detector(as_batch(rgb))[0]
     assert len(ours) == len(theirs) == EXPECTED_FACES[name]
     boxes = np.array([[f.x, f.y, f.x + f.width, f.y + f.height] for f in theirs], np.float32)
@@ -306,7 +306,7 @@ def test_loads_official_layout_files(tmp_path, backbone, wrap):
 
 def test_detector_takes_a_checkpoint_path(tmp_path):
     torch.save(bundled_retinaface_state_dict(), tmp_path / "mobilenet0.25_Final.pth")
-    det = FaceDetector(tmp_path / "mobilenet0.25_Final.pth")
+    det = FaceDetector(load_retinaface(tmp_path / "mobilenet0.25_Final.pth"))
     assert det.model.config.backbone == "mobilenet0.25"
 
 

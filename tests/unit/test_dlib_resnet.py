@@ -10,7 +10,7 @@ import torch
 from vidrestore.faces_dataset import chip_affine
 from vidrestore.metrics.identity import DlibFaceEncoder, LandmarkedFace
 from vidrestore.models.arch.dlib_resnet import load_dlib_resnet, read_dlib_resnet
-from vidrestore.models.bundled_faces import dlib_model_path
+from vidrestore.models.bundled_faces import bundled_retinaface, dlib_model_path
 from vidrestore.stages.detect import FaceDetector
 from vidrestore.train.losses import warp_to_chips
 
@@ -21,7 +21,7 @@ PHOTOS = ["images/gfpgan_whole_imgs_00.jpg", "images/codeformer_whole_imgs_00.jp
 
 @pytest.fixture(scope="module")
 def faces(media) -> list[LandmarkedFace]:
-    detector = FaceDetector("bundled", "cpu")
+    detector = FaceDetector(bundled_retinaface(), "cpu")
     out = []
     for name in PHOTOS:
         rgb = cv2.cvtColor(cv2.imread(str(media / name)), cv2.COLOR_BGR2RGB)

@@ -20,6 +20,7 @@ from vidrestore.metrics.face_figures import SKIPPED_REASON
 from vidrestore.metrics.identity import DlibFaceEncoder, open_identity_encoder
 from vidrestore.metrics.perceptual import Lpips, open_lpips
 from vidrestore.metrics.summary import FaceSummary
+from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.models.store import ModelStore
 from vidrestore.stages.detect import FaceDetector
 from vidrestore.stages.face_path import FaceModels, build_face_path
@@ -64,7 +65,7 @@ def lpips(store) -> Lpips:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector("bundled", CPU)
+    return FaceDetector(bundled_retinaface(), CPU)
 
 
 class CountingLpips:

@@ -14,6 +14,7 @@ import torch
 
 from vidrestore.batch import FaceSet, FrameBatch, IdentityScores
 from vidrestore.config import FaceConfig, TrackConfig
+from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.stages import StreamStage
 from vidrestore.stages.detect import FaceDetector
 from vidrestore.stages.face_align import FACE_SIZE, FaceAlignment
@@ -77,7 +78,7 @@ def test_a_batch_refuses_faces_of_frames_it_does_not_have():
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector("bundled", CPU)
+    return FaceDetector(bundled_retinaface(), CPU)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from vidrestore.compose import build_stages
 from vidrestore.config import FaceConfig, TrackConfig, build_config
 from vidrestore.errors import ModelError
 from vidrestore.models import ModelStore
+from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.stages.detect import Detections, FaceDetector
 from vidrestore.stages.face_parse import soften_parse_mask
 from vidrestore.stages.face_path import FaceModels, FacePath, build_face_path
@@ -30,7 +31,7 @@ FACE_KEYS = {"track", "box", "landmarks_raw", "landmarks", "score", "skipped", "
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector("bundled", CPU)
+    return FaceDetector(bundled_retinaface(), CPU)
 
 
 def photo(media, name: str) -> torch.Tensor:

@@ -27,6 +27,7 @@ from vidrestore.metrics.identity import (
     LandmarkedFace,
     cosine,
 )
+from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.stages.detect import FaceDetector
 
 cv2 = pytest.importorskip("cv2")
@@ -57,7 +58,7 @@ def encoder() -> DlibFaceEncoder:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector("bundled", "cpu", score_threshold=0.8)
+    return FaceDetector(bundled_retinaface(), "cpu", score_threshold=0.8)
 
 
 def faces_in(detector: FaceDetector, rgb: np.ndarray) -> list[LandmarkedFace]:

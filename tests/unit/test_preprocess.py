@@ -72,11 +72,12 @@ def _preprocess(frames: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
 
 
 def test_blue_cast_on_a_real_photo_is_removed_and_skin_keeps_its_hue(media):
+    from vidrestore.models.bundled_faces import bundled_retinaface
     from vidrestore.stages.detect import FaceDetector
 
     rgb = np.asarray(Image.open(media / "images" / "gfpgan_whole_imgs_00.jpg").convert("RGB"))
     original = _tensor(rgb)
-    found = FaceDetector("bundled")(original)[0]
+    found = FaceDetector(bundled_retinaface())(original)[0]
     landmarks = found.landmarks[found.scores > 0.9]
     assert len(landmarks) == 2
     cast = torch.tensor(NIGHT_CAST).view(1, 3, 1, 1)

@@ -18,8 +18,8 @@ from vidrestore.models.registry import (
 )
 
 OFFICIAL = {
-    "gfpgan-1.3", "gfpgan-1.4", "restoreformer++", "realesrgan-x4plus", "realesrgan-x2plus",
-    "realesr-general-x4v3", "realesr-animevideov3", "retinaface-resnet50",
+    "gfpgan-1.3", "gfpgan-1.4", "restoreformer++", "codeformer", "realesrgan-x4plus",
+    "realesrgan-x2plus", "realesr-general-x4v3", "realesr-animevideov3", "retinaface-resnet50",
     "retinaface-mobilenet0.25", "parsenet", "arcface-buffalo_l", "alexnet-imagenet",
 }
 BUNDLED = {"realesrgan-x4plus-ncnn", "realesr-animevideov3-ncnn",
@@ -41,6 +41,7 @@ URL_PREFIX = {
     "arcface": "https://github.com/deepinsight/insightface/releases/download/",
     "alexnet": "https://download.pytorch.org/models/",
     "restoreformer": "https://github.com/wzhouxiff/RestoreFormerPlusPlus/releases/download/",
+    "codeformer": "https://github.com/sczhou/CodeFormer/releases/download/",
 }
 
 SPECS = list(REGISTRY.values())
@@ -83,6 +84,7 @@ def test_fallbacks_point_at_bundled_specs_as_agreed():
         "gfpgan-1.3": "vidrestore-face-v1",
         "gfpgan-1.4": "vidrestore-face-v1",
         "restoreformer++": "vidrestore-face-v1",
+        "codeformer": "vidrestore-face-v1",
     }
     for name, target in fallbacks.items():
         assert REGISTRY[target].bundled

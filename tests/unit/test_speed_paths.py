@@ -20,6 +20,7 @@ from vidrestore.batch import FrameBatch
 from vidrestore.config import FaceConfig, build_config
 from vidrestore.errors import ConfigError
 from vidrestore.models import ModelStore, load_image_model
+from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.stages.detect import FaceDetector
 from vidrestore.stages.face_path import FaceModels, FacePath, build_face_path
 from vidrestore.stages.restore import FaceRestorer, _bucket
@@ -40,7 +41,7 @@ def frames(media, tmp_path_factory) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector("bundled", CPU)
+    return FaceDetector(bundled_retinaface(), CPU)
 
 
 def tiny_face_model() -> ImageModelDescriptor:
@@ -107,7 +108,7 @@ def test_cuda_bf16_batch_matches_float32_one_face_at_a_time(frames, tmp_path):
     torch.manual_seed(0)
     torch.save(gfpgan_v13(), path)
     resolved = ModelStore().user_file(path, "face_restorer")
-    detector = FaceDetector("bundled", cuda)
+    detector = FaceDetector(bundled_retinaface(), cuda)
     together, apart, seen = batched_and_single(frames, detector,
                                                lambda: load_image_model(resolved, cuda), cuda)
     assert seen == [FRAMES]

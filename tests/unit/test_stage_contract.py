@@ -17,6 +17,7 @@ from spandrel.architectures.Compact import Compact
 from vidrestore.batch import FrameBatch
 from vidrestore.config import FaceConfig, PreprocessConfig, build_config
 from vidrestore.frames import Frame
+from vidrestore.models.bundled_faces import bundled_retinaface
 from vidrestore.stages.detect import FaceDetector
 from vidrestore.stages.face_path import FaceModels, build_face_path
 from vidrestore.stages.preprocess import Preprocessor
@@ -94,8 +95,8 @@ def test_face_stage_hands_on_a_writable_tensor(media, restorer, with_face):
     image = np.ascontiguousarray(photo[:232, :350] if with_face else photo[:40, :60])
     inputs = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
     background = BackgroundUpscaler(compact(2), CPU)(FrameBatch(inputs=inputs, scale=2))
-    stage = build_face_path(FaceConfig(identity=False),
-                            FaceModels(FaceDetector("bundled", CPU), restorer()), CPU)
+    detector = FaceDetector(bundled_retinaface(), CPU)
+    stage = build_face_path(FaceConfig(identity=False), FaceModels(detector, restorer()), CPU)
     out = assert_hands_on_its_own_tensors(stage, background)
     assert bool(out.notes[0]["faces"]) == with_face
 
@@ -138,8 +139,9 @@ def test_frame_batch_refuses_an_inference_tensor_or_an_output_aliasing_inputs():
 def test_the_stages_that_carry_stream_state_say_so():
     from vidrestore.stages import StreamStage
 
+    detector = FaceDetector(bundled_retinaface(), CPU)
     face = build_face_path(FaceConfig(identity=False),
-                           FaceModels(FaceDetector("bundled", CPU), PassthroughRestorer()), CPU)
+                           FaceModels(detector, PassthroughRestorer()), CPU)
     preprocess = Preprocessor(build_config({}).preprocess, CPU)
     assert isinstance(face, StreamStage) and isinstance(preprocess, StreamStage)
     assert not isinstance(PlainResize(), StreamStage)

@@ -333,9 +333,10 @@ def test_no_scene_cut_in_real_talking_head_clips(media):
 
 @pytest.fixture(scope="module")
 def detector():
+    from vidrestore.models.bundled_faces import bundled_retinaface
     from vidrestore.stages.detect import FaceDetector
 
-    return FaceDetector("bundled", "cpu", input_size=320)
+    return FaceDetector(bundled_retinaface(), "cpu", input_size=320)
 
 
 def _track_clip(detector, frames: torch.Tensor, times: list[float]) -> list[list[TrackedFace]]:

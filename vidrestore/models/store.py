@@ -72,6 +72,7 @@ class ModelStatus:
     source: str
     size_bytes: int
     path: Path | None
+    license: str = ""  # the weights' licence (some are non-commercial: CodeFormer, ArcFace)
 
 
 @dataclass(frozen=True)
@@ -284,12 +285,14 @@ class ModelStore:
             installed = path is not None and path.is_file()
             return ModelStatus(spec.name, spec.role, "bundled" if installed else "missing",
                                f"bundled:{spec.source}" + ("" if installed else " (absent)"),
-                               spec.size_bytes, path)
+                               spec.size_bytes, path, spec.license)
         path = self.cache_dir / spec.filename
         if path.is_file():
-            return ModelStatus(spec.name, spec.role, "present", "cache", spec.size_bytes, path)
+            return ModelStatus(spec.name, spec.role, "present", "cache", spec.size_bytes, path,
+                               spec.license)
         source = f"fallback:{spec.fallback}" if spec.fallback else "download"
-        return ModelStatus(spec.name, spec.role, "missing", source, spec.size_bytes, path)
+        return ModelStatus(spec.name, spec.role, "missing", source, spec.size_bytes, path,
+                           spec.license)
 
 
 def _remember(path: Path, sha256: str | None) -> None:

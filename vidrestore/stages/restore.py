@@ -17,10 +17,19 @@ GFPGAN is called directly rather than through spandrel's `ImageModelDescriptor._
   `randomize_noise=False`, so the decoder uses its stored `stylegan_decoder.noises.noise*`
   buffers (saved in the official weight files, so fixed across runs and machines). Those are
   (1, 1, h, w) and broadcast over the batch, which keeps faces independent of each other.
+
+CodeFormer (spandrel-extra-arches) is called directly too, for the same reason: its `call_fn`
+feeds the [0, 1] image to a network trained on [-1, 1] (the official inference normalises
+with mean 0.5 / std 0.5 and reads the output with min_max=(-1, 1)). Its fidelity weight w is
+the restorer's `fidelity` (0: the most restoration, 1: the closest to the input), passed to
+the network, not blended afterwards; adain is always on in that module, as the official
+inference sets it. It runs under autocast in bf16: its codebook lookup multiplies a float32
+one-hot matrix by the codebook, which a bf16 module refuses outside autocast.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -29,23 +38,27 @@ from spandrel import ImageModelDescriptor
 from spandrel.architectures.GFPGAN import GFPGAN
 
 from ..errors import ModelError
+from ..models.capabilities import pick_dtype
 from .compiled import CompiledNet
-from .precision import pick_dtype
 
 log = logging.getLogger(__name__)
 
 GFPGAN_FACE_SIZE = 512  # the encoder ends in a linear layer sized for 512 px inputs
+CODEFORMER_FACE_SIZE = 512  # its transformer's 256 positions are a 16 x 16 grid at 512 px
+CODEFORMER = "CodeFormer"  # spandrel-extra-arches' architecture id
 
 ForwardFn = Callable[[ImageModelDescriptor, torch.Tensor], torch.Tensor]
 
 
 class FaceRestorer:
-    """Restores aligned face crops with a spandrel face model (GFPGAN, RestoreFormer).
+    """Restores aligned face crops with a spandrel face model (GFPGAN, RestoreFormer++,
+    CodeFormer, vidrestore-face-v1).
 
     Runs bf16 on CUDA when the model supports it (GFPGAN: bf16 yes, fp16 no), else fp16 when
     supported, else float32; float32 on the CPU or with `half=False`. `dtype` overrides that
     choice (bf16 on a CPU, to check the reduced-precision path there). The output is
-    `fidelity * restored + (1 - fidelity) * input`: 1 is fully restored, 0 the input face.
+    `fidelity * restored + (1 - fidelity) * input`: 1 is fully restored, 0 the input face;
+    for CodeFormer `fidelity` is the network's own fidelity weight w instead (see above).
 
     With `compile` other than "off" the network is compiled for fixed shapes, and each chunk
     of faces is padded with blank faces to a power of two (at most `max_batch`), so a few
@@ -70,6 +83,7 @@ class FaceRestorer:
         self.fidelity = fidelity
         self.max_batch = max_batch
         self.is_gfpgan = isinstance(model.model, GFPGAN)
+        self.is_codeformer = model.architecture.id == CODEFORMER
         # GFPGAN's modulated convs hold 5-D weights and flatten activations with .view(),
         # which needs NCHW-contiguous tensors; elsewhere channels_last suits cuDNN on CUDA.
         self.channels_last = device.type == "cuda" and not self.is_gfpgan
@@ -77,6 +91,8 @@ class FaceRestorer:
         if self.channels_last:
             self.model.model.to(memory_format=torch.channels_last)
         self._forward: ForwardFn = _gfpgan_forward if self.is_gfpgan else _descriptor_forward
+        if self.is_codeformer:
+            self._forward = functools.partial(_codeformer_forward, fidelity=fidelity)
         self.compiled = CompiledNet(self.model.model, compile, device)
 
     def __call__(self, faces: torch.Tensor) -> torch.Tensor:
@@ -88,10 +104,10 @@ class FaceRestorer:
         """
         self._check(faces)
         faces = faces.to(self.device, torch.float32)
-        if faces.shape[0] == 0 or self.fidelity == 0.0:
+        if faces.shape[0] == 0 or (self.fidelity == 0.0 and not self.is_codeformer):
             return faces.clone()
         restored = self._run_with_fallback(faces)
-        if self.fidelity < 1.0:
+        if self.fidelity < 1.0 and not self.is_codeformer:
             restored = torch.lerp(faces, restored, self.fidelity)
         return restored
 
@@ -103,6 +119,9 @@ class FaceRestorer:
         if self.is_gfpgan and faces.shape[-1] != GFPGAN_FACE_SIZE:
             raise ValueError(f"GFPGAN takes {GFPGAN_FACE_SIZE}x{GFPGAN_FACE_SIZE} aligned faces, "
                              f"got {faces.shape[-1]}x{faces.shape[-1]}")
+        if self.is_codeformer and faces.shape[-1] != CODEFORMER_FACE_SIZE:
+            raise ValueError(f"CodeFormer takes {CODEFORMER_FACE_SIZE}x{CODEFORMER_FACE_SIZE} "
+                             f"aligned faces, got {faces.shape[-1]}x{faces.shape[-1]}")
 
     def _run_with_fallback(self, faces: torch.Tensor) -> torch.Tensor:
         while True:
@@ -170,6 +189,16 @@ def gfpgan_forward(net: GFPGAN, faces: torch.Tensor) -> torch.Tensor:
 
 def _gfpgan_forward(model: ImageModelDescriptor, faces: torch.Tensor) -> torch.Tensor:
     return gfpgan_forward(model.model, faces).clamp_(0, 1)
+
+
+def _codeformer_forward(model: ImageModelDescriptor, faces: torch.Tensor, *,
+                        fidelity: float) -> torch.Tensor:
+    """CodeFormer on [0, 1] faces with fidelity weight w: [-1, 1] in, [0, 1] out, as the
+    official `net(x, w=w, adain=True)[0]` (that module's `weight` is the official `w`)."""
+    reduced = faces.dtype in (torch.bfloat16, torch.float16)
+    with torch.autocast(faces.device.type, dtype=faces.dtype, enabled=reduced):
+        raw = model.model(faces * 2 - 1, weight=fidelity)[0]
+    return ((raw.float() + 1) / 2).clamp_(0, 1)
 
 
 def _descriptor_forward(model: ImageModelDescriptor, faces: torch.Tensor) -> torch.Tensor:

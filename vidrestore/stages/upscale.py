@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from spandrel import ImageModelDescriptor
 
 from ..batch import FrameBatch
+from ..models.capabilities import pick_dtype
 from .compiled import CompiledNet
-from .precision import pick_dtype
 
 log = logging.getLogger(__name__)
 

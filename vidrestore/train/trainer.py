@@ -36,8 +36,7 @@ from ..errors import ConfigError, InputError, VidrestoreError
 from ..metrics.quality import psnr, ssim
 from ..models.arch.face_unet import FaceUNet, face_unet_from_state_dict
 from .config import TrainConfig, config_from_dict
-from .data import (Batch, FaceCrops, PairSampler, TrainSampler, describe_split,
-                   validation_batch)
+from .data import Batch, FaceCrops, PairSampler, TrainSampler, describe_split, validation_batch
 from .degradation import Degrader, get_preset
 from .losses import IdentityLoss, reconstruction, temporal_loss
 
@@ -75,12 +74,11 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, Forward]:
     if not m.init:
         raise ConfigError("model.init: fine-tuning GFPGAN needs its weights: a registry name "
                           "(gfpgan-1.3, gfpgan-1.4) or an official-layout .pth file")
-    from ..compose import resolve_model
-    from ..models import ModelStore, load_image_model
+    from ..models import ModelStore
+    from ..models.factory import load_model
     from ..stages.restore import gfpgan_forward
 
-    descriptor = load_image_model(resolve_model(ModelStore(), m.init, "face_restorer",
-                                                "model.init"))
+    descriptor = load_model(ModelStore(), m.init, "face_restorer", option="model.init").module
     if descriptor.architecture.id != "GFPGAN":
         raise ConfigError(f"model.init: {m.init} is {descriptor.architecture.name}, not GFPGAN")
     return descriptor.model.requires_grad_(True), gfpgan_forward
@@ -98,8 +96,8 @@ def _read_weights(init: str) -> dict[str, torch.Tensor]:
             raise ConfigError(f"model.init: cannot read the checkpoint {init} "
                               f"({str(exc).splitlines()[0]})") from exc
         return state.get("ema", state) if isinstance(state, dict) else state
-    from ..compose import resolve_model
     from ..models import ModelStore
+    from ..models.factory import resolve_model
     from ..models.reader import read_state_dict
 
     resolved = resolve_model(ModelStore(), init, "face_restorer", "model.init")
