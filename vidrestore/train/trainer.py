@@ -150,7 +150,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr,
             betas=(0.9, 0.99), weight_decay=cfg.optim.weight_decay)
-        self.identity = IdentityLoss().to(device) if self._needs_identity() else None
+        self.identity = self._identity_loss() if self._needs_identity() else None
         self.lpips, self.lpips_note = self._open_lpips()
         self.step = 0
         self.cuda = device.type == "cuda"
@@ -174,6 +174,14 @@ class Trainer:
 
     def _needs_identity(self) -> bool:
         return self.cfg.loss.identity_weight > 0 or self.val_crops is not None
+
+    def _identity_loss(self) -> IdentityLoss:
+        from ..models import ModelStore
+        from ..models.factory import DLIB_DESCRIPTOR, load_model
+
+        net = load_model(ModelStore(), DLIB_DESCRIPTOR, "identity_net", self.device,
+                         option="loss.identity").module
+        return IdentityLoss(net)
 
     def _open_lpips(self):
         from ..metrics.perceptual import open_lpips
