@@ -108,10 +108,17 @@ def resolve_model(store: ModelStore, name: str, role: str, option: str,
                                 f"{_choices(store, role)}{EXTRA_CHOICES.get(role, '')}"
                                 f"{files}") from None
     if spec.role != registry_role:
-        raise ConfigError(f"{option} {name}: {name} is a {ROLE_NAMES.get(spec.role, spec.role)}"
-                          f", not a {ROLE_NAMES.get(registry_role, role)}; choose one of "
+        raise ConfigError(f"{option} {name}: {name} is {_a(ROLE_NAMES.get(spec.role, spec.role))}"
+                          f", not {_a(ROLE_NAMES.get(registry_role, role))}; choose one of "
                           f"{_choices(store, role)}")
+    if role in CHOICES and spec.arch not in ARCHS[role]:  # e.g. dlib's landmark model
+        raise ConfigError(f"{option} {name}: the {role} role loads {_choices(store, role)}; "
+                          f"{name} is not one of them ({spec.note or spec.arch})")
     return store.locate(name, allow_fallback=allow_fallback)
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 def _choices(store: ModelStore, role: str) -> str:
@@ -203,6 +210,10 @@ def _parser(store: ModelStore, resolved: ResolvedModel, device: torch.device, op
 FLOAT32_ONLY = (torch.float32,)
 CHOICES = {"identity": (ARCFACE_MODEL, DLIB_DESCRIPTOR), "identity_net": (DLIB_DESCRIPTOR,),
            "lpips": (LPIPS_LINEAR,)}
+# The architectures of the registry entries a metric role loads (alexnet: the trunk alone
+# also names the LPIPS network; "auto": the user's own file).
+ARCHS = {"identity": ("arcface-onnx", "dlib-resnet"), "identity_net": ("dlib-resnet",),
+         "lpips": ("lpips-lin", "alexnet")}
 
 
 def _identity(store: ModelStore, resolved: ResolvedModel, device: torch.device, option: str,
@@ -218,10 +229,6 @@ def _identity(store: ModelStore, resolved: ResolvedModel, device: torch.device, 
         models = load_dlib_face_models(predictor.path, resolved.path)
         return models, Capabilities(scale=1, precisions=FLOAT32_ONLY, tiling=False,
                                     input_size=CHIP_SIZE)
-    if arch not in ("arcface-onnx", "auto"):
-        raise ConfigError(f"{option} {resolved.requested}: {resolved.spec.name} is not an "
-                          f"identity encoder of its own ({resolved.spec.note}); choose one of "
-                          f"{_choices(store, 'identity')}")
     from .arch.arcface_onnx import arcface_session_for
 
     session, graph = arcface_session_for(resolved, device)
@@ -234,9 +241,6 @@ def _identity_net(store: ModelStore, resolved: ResolvedModel, device: torch.devi
     """dlib's ResNet descriptor in torch (differentiable), for the training identity loss."""
     from .arch.dlib_resnet import CHIP_SIZE, load_dlib_resnet
 
-    if resolved.spec.arch != "dlib-resnet":
-        raise ConfigError(f"{option} {resolved.requested}: only {DLIB_DESCRIPTOR} has a torch "
-                          f"network here, {resolved.spec.name} has none")
     model = load_dlib_resnet(resolved.path).to(device)
     return model, Capabilities(scale=1, precisions=FLOAT32_ONLY, tiling=False,
                                input_size=CHIP_SIZE)
