@@ -2,10 +2,11 @@
 
 One call finds the file (`ModelStore`: cache, download or bundled stand-in, digest checked),
 refuses a name or a file that does not fit the role, reads it through the one safe reader
-(`reader.read_state_dict`), builds the module on the device and says what it can do
-(`Capabilities`: scale, the float types it runs in on this device, tiling, crop size). Each
-role has one loader in the literal mapping `LOADERS`, as spandrel's `main_registry` has one
-entry per architecture.
+(`reader.read_state_dict`; ONNX graphs are opened by onnxruntime and dlib's `.dat` files by
+dlib, after the store checked their digests), builds the module on the device and says
+what it can do (`Capabilities`: scale, the float types it runs in on this device, tiling,
+crop size). Each role has one loader in the literal mapping `LOADERS`, as spandrel's
+`main_registry` has one entry per architecture.
 
 Roles loaded here: face restorers and background upscalers (spandrel descriptors, CodeFormer
 through spandrel-extra-arches), the RetinaFace detector, the ParseNet face parser, the
