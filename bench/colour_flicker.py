@@ -58,7 +58,8 @@ from tests.model_files import gfpgan_checkpoint  # noqa: E402
 from vidrestore import compose  # noqa: E402
 from vidrestore.config import load_config  # noqa: E402
 from vidrestore.metrics.colour_flicker import colour_flicker, face_colours  # noqa: E402
-from vidrestore.models.bundled_faces import bundled_retinaface  # noqa: E402
+from vidrestore.models import ModelStore  # noqa: E402
+from vidrestore.models.factory import BUNDLED_DETECTOR, load_model  # noqa: E402
 from vidrestore.run import restore  # noqa: E402
 from vidrestore.stages.detect import FaceDetector  # noqa: E402
 from vidrestore.stages.restore import PassthroughRestorer  # noqa: E402
@@ -200,7 +201,8 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     landmark_jitter.MEDIA = args.media  # its clip reader looks there
 
-    detector = FaceDetector(bundled_retinaface(), "cpu", input_size=640)
+    retinaface = load_model(ModelStore(), BUNDLED_DETECTOR, "detector").module
+    detector = FaceDetector(retinaface, "cpu", input_size=640)
     clips = {}
     for name in CLIPS:
         clips[name] = motion(landmark_jitter.real_clip(name, detector))

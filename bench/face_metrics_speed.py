@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 from bench.run_info import run_info, write_json  # noqa: E402
 from tests.model_files import random_alexnet_trunk  # noqa: E402
 from vidrestore.metrics.arcface import ArcFaceEncoder  # noqa: E402
-from vidrestore.metrics.identity import DlibFaceEncoder, LandmarkedFace  # noqa: E402
+from vidrestore.metrics.identity import LandmarkedFace, open_identity_encoder  # noqa: E402
 from vidrestore.metrics.perceptual import Lpips  # noqa: E402
 from vidrestore.models import ModelStore  # noqa: E402
+from vidrestore.models.factory import load_model  # noqa: E402
 from vidrestore.stages.align import face_template  # noqa: E402
 
 
@@ -95,10 +96,14 @@ def main() -> None:
     crop = face_template(512).numpy()
     faces = [LandmarkedFace(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8), crop)
              for _ in range(8)]
-    arcface, dlib = ArcFaceEncoder(iresnet50_onnx()), DlibFaceEncoder()
-    with tempfile.TemporaryDirectory() as tmp:
+    store = ModelStore()
+    dlib = open_identity_encoder(store, "dlib")
+    with tempfile.TemporaryDirectory() as tmp:  # both random networks go through the factory
+        onnx = Path(tmp) / "iresnet50.onnx"
+        onnx.write_bytes(iresnet50_onnx())
+        arcface = ArcFaceEncoder(load_model(store, str(onnx), "identity").module)
         trunk = random_alexnet_trunk(Path(tmp) / "alexnet-owt-7be5be79.pth")
-        lpips = Lpips(trunk, ModelStore().path_for("lpips-alex"))
+        lpips = Lpips(load_model(store, str(trunk), "lpips").module)
     calls = {"arcface": lambda k: arcface.embed(faces[:k]),
              "dlib": lambda k: dlib.embed(faces[:k]),
              "lpips_256": lambda k: lpips(pairs[0][:k], pairs[1][:k])}

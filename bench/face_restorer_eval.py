@@ -124,13 +124,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     from vidrestore.degrade import degrade
-    from vidrestore.metrics.identity import DlibFaceEncoder
-    from vidrestore.models.bundled_faces import bundled_retinaface
+    from vidrestore.metrics.identity import open_identity_encoder
+    from vidrestore.models import ModelStore
+    from vidrestore.models.factory import BUNDLED_DETECTOR, load_model
     from vidrestore.stages.detect import FaceDetector
     from vidrestore.train.degradation import frame_recipe, get_preset
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    detector, encoder = FaceDetector(bundled_retinaface(), "cpu"), DlibFaceEncoder()
+    store = ModelStore()
+    detector = FaceDetector(load_model(store, BUNDLED_DETECTOR, "detector").module, "cpu")
+    encoder = open_identity_encoder(store, "dlib")
     work = args.work or Path(tempfile.mkdtemp(prefix="face_eval_"))
     work.mkdir(parents=True, exist_ok=True)
     rows, tiles = [], []

@@ -40,7 +40,8 @@ MEDIA = ROOT.parent / "shared" / "media"
 sys.path.insert(0, str(ROOT))
 
 from bench.run_info import run_info  # noqa: E402
-from vidrestore.models.bundled_faces import bundled_retinaface  # noqa: E402
+from vidrestore.models import ModelStore  # noqa: E402
+from vidrestore.models.factory import BUNDLED_DETECTOR, load_model  # noqa: E402
 from vidrestore.stages.detect import Detections, FaceDetector  # noqa: E402
 from vidrestore.stages.track import FaceTracker, TrackConfig  # noqa: E402
 
@@ -219,7 +220,8 @@ def measure(clip: Clip, config: TrackConfig) -> dict:
 
 
 def load_clips(input_size: int) -> list[Clip]:
-    detector = FaceDetector(bundled_retinaface(), "cpu", input_size=input_size)
+    retinaface = load_model(ModelStore(), BUNDLED_DETECTOR, "detector").module
+    detector = FaceDetector(retinaface, "cpu", input_size=input_size)
     clips = [real_clip(name, detector) for name in REAL_CLIPS]
     return clips + [synthetic_clip(False, detector), synthetic_clip(True, detector)]
 

@@ -238,9 +238,10 @@ def extract_faces(inputs: Sequence[str | os.PathLike[str]], dataset: str | os.Pa
         retinaface = load_model(ModelStore(), BUNDLED_DETECTOR, "detector").module
         detector = FaceDetector(retinaface, "cpu", input_size=settings.detector_size)
     if encoder is None:
-        from .metrics.identity import DlibFaceEncoder
+        from .metrics.identity import open_identity_encoder
+        from .models import ModelStore
 
-        encoder = DlibFaceEncoder()
+        encoder = open_identity_encoder(ModelStore(), "dlib")
     cutter = FaceCutter(detector, encoder, settings)
     for path in files:
         sid = source_id(path)

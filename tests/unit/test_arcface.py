@@ -31,6 +31,7 @@ from vidrestore.metrics.identity import (
     open_identity_encoder,
 )
 from vidrestore.models import store as store_module
+from vidrestore.models.factory import load_model
 from vidrestore.models.store import ModelStore
 from vidrestore.stages.align import face_template
 
@@ -223,6 +224,24 @@ def test_a_recogniser_other_than_the_registered_one_is_refused(tmp_path, buffalo
         open_identity_encoder(store_for(tmp_path, registry), "auto")
 
 
-def test_a_file_that_is_not_onnx_is_one_model_error():
-    with pytest.raises(ModelError, match="cannot load ArcFace"):
-        ArcFaceEncoder(b"definitely not a graph")
+def test_a_file_that_is_not_onnx_is_one_model_error(tmp_path):
+    bad = tmp_path / "recogniser.onnx"
+    bad.write_bytes(b"definitely not a graph")
+    with pytest.raises(ModelError, match="cannot load ArcFace from .*recogniser.onnx") as info:
+        load_model(store_for(tmp_path), str(bad), "identity")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ModelError, match="2 inputs"):
+        ArcFaceEncoder(FakeSession(inputs=2))
+
+
+class FakeSession:
+    """What ArcFaceEncoder reads of a session, with the wrong number of inputs."""
+
+    def __init__(self, inputs: int) -> None:
+        self.inputs = inputs
+
+    def get_inputs(self):
+        return [None] * self.inputs
+
+    def get_outputs(self):
+        return [None]

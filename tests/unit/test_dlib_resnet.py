@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from vidrestore.faces_dataset import chip_affine
-from vidrestore.metrics.identity import DlibFaceEncoder, LandmarkedFace
-from vidrestore.models.arch.dlib_resnet import load_dlib_resnet, read_dlib_resnet
+from vidrestore.metrics.identity import DlibFaceEncoder, LandmarkedFace, open_identity_encoder
+from vidrestore.models import ModelStore
+from vidrestore.models.arch.dlib_resnet import DlibResNet, read_dlib_resnet
 from vidrestore.models.bundled_faces import bundled_retinaface, dlib_model_path
+from vidrestore.models.factory import load_model
 from vidrestore.stages.detect import FaceDetector
 from vidrestore.train.losses import warp_to_chips
 
@@ -33,11 +35,22 @@ def faces(media) -> list[LandmarkedFace]:
     return out
 
 
+def dlib_encoder() -> DlibFaceEncoder:
+    return open_identity_encoder(ModelStore(), "dlib")
+
+
+def torch_descriptor() -> DlibResNet:
+    """The torch network as the training identity loss gets it: from the model factory."""
+    loaded = load_model(ModelStore(), "dlib-resnet-face", "identity_net")
+    assert isinstance(loaded.module, DlibResNet) and not loaded.module.training
+    return loaded.module
+
+
 def test_torch_descriptors_equal_dlibs_own(faces):
-    encoder = DlibFaceEncoder()
+    encoder = dlib_encoder()
     chips = encoder.chips(faces)
     theirs = np.asarray(encoder.descriptors(faces), np.float64)
-    net = load_dlib_resnet()
+    net = torch_descriptor()
     batch = torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         ours = net(batch).double().numpy()
@@ -58,14 +71,14 @@ def test_the_weights_are_read_in_full_from_the_dat_file():
 
 
 def test_the_descriptor_is_differentiable():
-    net = load_dlib_resnet()
+    net = torch_descriptor()
     chips = torch.rand(2, 3, 150, 150, requires_grad=True)
     net(chips).square().sum().backward()
     assert chips.grad is not None and chips.grad.abs().sum() > 0
 
 
 def test_the_crop_to_chip_map_matches_dlibs_chip(faces):
-    encoder = DlibFaceEncoder()
+    encoder = dlib_encoder()
     image, marks = faces[3]
     shape = encoder._predictor(image, encoder._box(marks))
     details = encoder._dlib.get_face_chip_details(shape, 150, 0.25)

@@ -26,8 +26,11 @@ from vidrestore.metrics.identity import (
     IdentityEncoder,
     LandmarkedFace,
     cosine,
+    open_identity_encoder,
 )
-from vidrestore.models.bundled_faces import bundled_retinaface
+from vidrestore.models import ModelStore
+from vidrestore.models.arch.dlib_face import load_dlib_face_models
+from vidrestore.models.bundled_faces import bundled_retinaface, dlib_model_path
 from vidrestore.stages.detect import FaceDetector
 
 cv2 = pytest.importorskip("cv2")
@@ -53,7 +56,7 @@ def degrade(rgb: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def encoder() -> DlibFaceEncoder:
-    return DlibFaceEncoder()
+    return open_identity_encoder(ModelStore(), "dlib")
 
 
 @pytest.fixture(scope="module")
@@ -184,4 +187,7 @@ def test_rejects_bad_faces(encoder):
 
 def test_missing_model_file_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="cannot load dlib"):
-        DlibFaceEncoder(predictor=tmp_path / "missing.dat")
+        load_dlib_face_models(tmp_path / "missing.dat",
+                              dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))
+    with pytest.raises(TypeError, match="loaded DlibFaceModels"):
+        DlibFaceEncoder(tmp_path / "shape_predictor_5_face_landmarks.dat")

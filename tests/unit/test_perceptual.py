@@ -16,6 +16,7 @@ from vidrestore.config import ModelsConfig
 from vidrestore.errors import ModelError
 from vidrestore.metrics.perceptual import LPIPS_LINEAR, LPIPS_TRUNK, MIN_SIDE, Lpips, open_lpips
 from vidrestore.models import store as store_module
+from vidrestore.models.factory import load_model
 from vidrestore.models.store import ModelStore
 
 
@@ -109,7 +110,9 @@ def test_a_trunk_with_python_objects_is_not_unpickled(tmp_path):
     bad = tmp_path / "alexnet-owt-7be5be79.pth"
     torch.save({"features.0.weight": torch.zeros(1), "note": Path("x")}, bad)
     with pytest.raises(ModelError, match="Python objects"):
-        Lpips(bad, ModelStore().path_for(LPIPS_LINEAR))
+        load_model(store_for(tmp_path), str(bad), "lpips")
+    found, reason = open_lpips(store_for(tmp_path, bad))
+    assert found is None and "Python objects" in reason
 
 
 def test_a_damaged_trunk_is_not_used(tmp_path, trunk_file):

@@ -13,9 +13,9 @@ from vidrestore.models import ModelStore, load_image_model
 from vidrestore.models.arch.face_unet import FaceUNet
 from vidrestore.models.registry import REGISTRY
 from vidrestore.stages.restore import FaceRestorer
-from vidrestore.train.config import TrainConfig, load_train_config
+from vidrestore.train.config import TrainConfig, config_from_dict, load_train_config
 from vidrestore.train.degradation import PRESETS, Degrader, frame_recipe, get_preset
-from vidrestore.train.trainer import learning_rate, update_ema
+from vidrestore.train.trainer import build_model, learning_rate, update_ema
 
 
 def _face() -> np.ndarray:
@@ -94,6 +94,21 @@ def test_a_face_unet_file_loads_through_the_store_and_restorer(tmp_path):
     faces = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(restorer(faces), net(faces).clamp(0, 1), atol=1e-6)
+
+
+def test_model_init_by_name_or_file_loads_through_the_factory(tmp_path):
+    bundled = build_model(config_from_dict({"model": {"init": "vidrestore-face-v1"}}))[0]
+    assert isinstance(bundled, FaceUNet) and bundled.training
+    assert all(p.requires_grad for p in bundled.parameters())
+    torch.manual_seed(1)
+    net = FaceUNet((8, 16, 16, 16), 1)
+    path = tmp_path / "mine.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    mine = build_model(config_from_dict({"model": {"init": str(path)}}))[0]
+    assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(),
+                                                 net.state_dict().values(), strict=True))
+    with pytest.raises(ConfigError, match="realesrgan-x4plus is a background upscaler"):
+        build_model(config_from_dict({"model": {"init": "realesrgan-x4plus"}}))
 
 
 def test_the_bundled_restorer_loads_offline_and_changes_a_face(tmp_path, media):

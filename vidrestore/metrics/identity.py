@@ -12,21 +12,23 @@ restored 512 px FFHQ) crop with the template points it was aligned to.
 
 Two encoders: ArcFace (insightface buffalo_l, `metrics/arcface.py`) when its weights are in
 the model store, and dlib's ResNet descriptor (bundled) otherwise; `open_identity_encoder`
-picks one.
+picks one and has the model factory (role `identity`) load its network, which the encoder
+classes take ready-made.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from ..config import IDENTITY_ENCODERS
-from ..errors import ConfigError, ModelError
-from ..models.bundled_faces import dlib_model_path
+from ..errors import ConfigError
+from ..models.arch.dlib_face import DlibFaceModels
+from ..models.factory import ARCFACE_MODEL, DLIB_DESCRIPTOR, load_model
 from ..models.store import ModelStore
 from .faces import LandmarkedFace, rgb_uint8
 
@@ -44,21 +46,30 @@ class IdentityEncoder(Protocol):
         ...
 
 
-def open_identity_encoder(store: ModelStore, choice: str = "auto") -> IdentityEncoder:
-    """The identity encoder `choice` names, loaded and ready.
+def open_identity_encoder(store: ModelStore, choice: str = "auto",
+                          device: torch.device | str | None = None) -> IdentityEncoder:
+    """The identity encoder `choice` names, its network loaded by the model factory.
 
     "auto": ArcFace when buffalo_l.zip is in the store's cache (checked against its digest;
     nothing is downloaded), else the bundled dlib encoder. "arcface": ArcFace, downloaded
     when the store may download; otherwise a one-line `ModelError` saying how to get it.
     "dlib": the bundled dlib encoder.
+    device: where ArcFace's session runs (default: CUDA when there is one); dlib runs on
+    the CPU.
     """
     if choice not in IDENTITY_ENCODERS:
         raise ConfigError(f"identity encoder {choice!r} is not one of {list(IDENTITY_ENCODERS)}")
-    from .arcface import ARCFACE_MODEL, load_arcface  # onnxruntime only when it is used
-
     if choice == "arcface" or (choice == "auto" and store.path_for(ARCFACE_MODEL).is_file()):
-        return load_arcface(store.locate(ARCFACE_MODEL, allow_fallback=False))
-    return DlibFaceEncoder()
+        from .arcface import ARCFACE_MEMBER, ArcFaceEncoder  # onnxruntime only when used
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        loaded = load_model(store, ARCFACE_MODEL, "identity", device,
+                            option="identity encoder", allow_fallback=False)
+        origin = {**loaded.describe(), "member": ARCFACE_MEMBER}
+        return ArcFaceEncoder(loaded.module, origin=origin)
+    loaded = load_model(store, DLIB_DESCRIPTOR, "identity", option="identity encoder")
+    return DlibFaceEncoder(loaded.module, origin=loaded.describe())
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -104,21 +115,20 @@ class DlibFaceEncoder:
     chip_size = 150
     chip_padding = 0.25
 
-    def __init__(self, predictor: str | Path | None = None, descriptor: str | Path | None = None):
-        dlib = _import_dlib()
-        predictor = predictor or dlib_model_path("shape_predictor_5_face_landmarks.dat")
-        descriptor = descriptor or dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")
-        try:
-            self._predictor = dlib.shape_predictor(str(predictor))
-            self._descriptor = dlib.face_recognition_model_v1(str(descriptor))
-        except RuntimeError as exc:
-            raise ModelError(f"cannot load dlib face models {predictor}, {descriptor}: "
-                             f"{str(exc).strip().splitlines()[0]}") from exc
-        self._dlib = dlib
+    def __init__(self, models: DlibFaceModels, *, origin: dict[str, Any] | None = None):
+        """models: dlib's predictor and descriptor as the model factory loads them
+        (`load_model(store, "dlib-resnet-face", "identity").module`)."""
+        if not isinstance(models, DlibFaceModels):
+            raise TypeError(f"DlibFaceEncoder takes the loaded DlibFaceModels, not "
+                            f"{type(models).__name__}; see open_identity_encoder")
+        self._predictor, self._descriptor = models.predictor, models.descriptor
+        self._dlib = models.dlib
+        self.origin = origin or {}
 
     def describe(self) -> dict[str, object]:
         """Where the model came from, for the run summary."""
-        return {"name": self.name, "source": "bundled:face-recognition-models",
+        return {"name": self.name,
+                "source": self.origin.get("source", "bundled:face-recognition-models"),
                 "threshold": self.threshold}
 
     def embed(self, faces: Sequence[LandmarkedFace], /) -> np.ndarray:
@@ -152,11 +162,3 @@ class DlibFaceEncoder:
         left, top = np.round(centre - half).astype(int)
         right, bottom = np.round(centre + half).astype(int)
         return self._dlib.rectangle(int(left), int(top), int(right), int(bottom))
-
-
-def _import_dlib():
-    try:
-        import dlib
-    except ImportError as exc:
-        raise ModelError("dlib is not installed; pip install dlib-bin") from exc
-    return dlib

@@ -1,12 +1,13 @@
 """Losses of `vidrestore train`: reconstruction (L1/L2), identity, temporal, optional LPIPS.
 
 Identity: dlib's ResNet face descriptor re-implemented in torch (`models/arch/dlib_resnet`),
-weights from the `.dat` of face-recognition-models, equal to dlib's own output (see
-tests/unit/test_dlib_resnet.py). It is the one identity network with real weights that needs
-no download (ArcFace's buffalo_l is a download, and only as ONNX, which is not
-differentiable here). Each face is warped to its 150 px dlib chip with the crop -> chip
-affine stored in the dataset manifest (bilinear, differentiable), and the loss is
-1 - cosine(descriptor(restored), descriptor(clean)).
+weights from the `.dat` of face-recognition-models (loaded by the model factory, role
+`identity_net`), equal to dlib's own output (see tests/unit/test_dlib_resnet.py). It is
+the one identity network with real weights that needs no download (ArcFace's buffalo_l is
+a download, and only as ONNX, which is not differentiable here). Each face is warped to
+its 150 px dlib chip with the crop -> chip affine stored in the dataset manifest
+(bilinear, differentiable), and the loss is 1 - cosine(descriptor(restored),
+descriptor(clean)).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models.arch.dlib_resnet import CHIP_SIZE, load_dlib_resnet
+from ..models.arch.dlib_resnet import CHIP_SIZE
 
 
 def reconstruction(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,9 +48,11 @@ def warp_to_chips(faces: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
 
 
 class IdentityLoss(torch.nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, net: torch.nn.Module) -> None:
+        """net: the torch dlib ResNet as the model factory loads it (`load_model(store,
+        "dlib-resnet-face", "identity_net", device).module`)."""
         super().__init__()
-        self.net = load_dlib_resnet()
+        self.net = net
 
     def embed(self, faces: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
         # faces smaller than the chip's region are anti-aliased by the chip warp alone;

@@ -66,7 +66,7 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, Forward]:
     m = cfg.model
     if m.arch == "unet":
         if m.init:
-            model = face_unet_from_state_dict(_read_weights(m.init))
+            model = _face_unet_to_start_from(m.init)
         else:
             torch.manual_seed(cfg.seed)
             model = FaceUNet(m.widths, m.blocks)
@@ -84,9 +84,10 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, Forward]:
     return descriptor.model.requires_grad_(True), gfpgan_forward
 
 
-def _read_weights(init: str) -> dict[str, torch.Tensor]:
-    """FaceUNet weights to start from: a training checkpoint (.pt, its EMA), a weight file,
-    or a registry name (`vidrestore-face-v1`), all through the safe readers."""
+def _face_unet_to_start_from(init: str) -> FaceUNet:
+    """FaceUNet to start from: a training checkpoint (.pt, its EMA), or a weight file or
+    registry name (`vidrestore-face-v1`) loaded by the model factory, which refuses files
+    that are no face restorer; a face restorer of another architecture is refused here."""
     if init.lower().endswith(".pt"):
         if not Path(init).is_file():
             raise ConfigError(f"model.init: {init}: no such checkpoint")
@@ -95,13 +96,17 @@ def _read_weights(init: str) -> dict[str, torch.Tensor]:
         except Exception as exc:  # unpickling refusals and corrupt files alike
             raise ConfigError(f"model.init: cannot read the checkpoint {init} "
                               f"({str(exc).splitlines()[0]})") from exc
-        return state.get("ema", state) if isinstance(state, dict) else state
+        return face_unet_from_state_dict(state.get("ema", state) if isinstance(state, dict)
+                                         else state)
     from ..models import ModelStore
-    from ..models.factory import resolve_model
-    from ..models.reader import read_state_dict
+    from ..models.factory import load_model
 
-    resolved = resolve_model(ModelStore(), init, "face_restorer", "model.init")
-    return read_state_dict(resolved.path, what=f"model.init {init}")
+    descriptor = load_model(ModelStore(), init, "face_restorer", option="model.init").module
+    if not isinstance(descriptor.model, FaceUNet):
+        raise ConfigError(f"model.init: {init} is {descriptor.architecture.name}, not a "
+                          "vidrestore FaceUNet (model.arch unet); for GFPGAN set model.arch "
+                          "gfpgan")
+    return descriptor.model.train().requires_grad_(True)
 
 
 # --------------------------------------------------------------------------- schedule and EMA
@@ -150,7 +155,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr,
             betas=(0.9, 0.99), weight_decay=cfg.optim.weight_decay)
-        self.identity = IdentityLoss().to(device) if self._needs_identity() else None
+        self.identity = self._identity_loss() if self._needs_identity() else None
         self.lpips, self.lpips_note = self._open_lpips()
         self.step = 0
         self.cuda = device.type == "cuda"
@@ -174,6 +179,14 @@ class Trainer:
 
     def _needs_identity(self) -> bool:
         return self.cfg.loss.identity_weight > 0 or self.val_crops is not None
+
+    def _identity_loss(self) -> IdentityLoss:
+        from ..models import ModelStore
+        from ..models.factory import DLIB_DESCRIPTOR, load_model
+
+        net = load_model(ModelStore(), DLIB_DESCRIPTOR, "identity_net", self.device,
+                         option="loss.identity").module
+        return IdentityLoss(net)
 
     def _open_lpips(self):
         from ..metrics.perceptual import open_lpips

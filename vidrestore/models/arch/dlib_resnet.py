@@ -179,12 +179,9 @@ class DlibResNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def load_dlib_resnet(path: str | Path | None = None) -> DlibResNet:
-    """The bundled descriptor network, eval mode, gradients off for its own weights."""
-    if path is None:
-        from ..bundled_faces import dlib_model_path
-
-        path = dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")
+def load_dlib_resnet(path: str | Path) -> DlibResNet:
+    """The descriptor network from its `.dat` file, eval mode, gradients off for its own
+    weights (the model factory's role `identity_net` calls it with the bundled file)."""
     model = DlibResNet()
     model.load_state_dict(read_dlib_resnet(path), strict=True)
     return model.eval().requires_grad_(False)
