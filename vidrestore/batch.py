@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,6 +187,10 @@ class FrameBatch:
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
+
+    def with_faces(self, **changes: Any) -> FrameBatch:
+        """This batch with fields of its `FaceSet` replaced (and checked again)."""
+        return dataclasses.replace(self, faces=dataclasses.replace(self.faces, **changes))
 
 
 def _check_writable(name: str, tensor: torch.Tensor) -> None:

@@ -56,7 +56,7 @@ class FaceIdentity:
         if not faces.restored_count or faces.identity is not None:
             return batch
         _, scores = identity_scores(self.encoder, faces.crops, faces.restored)
-        return dataclasses.replace(batch, faces=dataclasses.replace(faces, identity=scores))
+        return batch.with_faces(identity=scores)
 
 
 def identity_scores(encoder: IdentityEncoder, crops: torch.Tensor, faces: torch.Tensor

@@ -3,8 +3,6 @@ eyes, nose, mouth; not hair or background), made as facexlib's FaceRestoreHelper
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +29,7 @@ class FaceParsing:
         dtype = next(self.parser.parameters()).dtype
         logits = self.parser.parse((faces.restored * 2 - 1).to(dtype))
         masks = soften_parse_mask(face_mask_from_parsing(logits))
-        return dataclasses.replace(batch, faces=dataclasses.replace(faces, paste_masks=masks))
+        return batch.with_faces(paste_masks=masks)
 
 
 def soften_parse_mask(hard: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@ chunked only by the restorer's own memory bound), into `FaceSet.restored`."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -27,4 +26,4 @@ class FaceRestoration:
         if not faces.restored_count:
             return batch
         restored = self.restorer(faces.crops)
-        return dataclasses.replace(batch, faces=dataclasses.replace(faces, restored=restored))
+        return batch.with_faces(restored=restored)

@@ -4,8 +4,6 @@ the encoder's threshold is blended back toward the input, one fidelity step at a
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
@@ -33,8 +31,7 @@ class IdentityGuard:
         restored = faces.restored
         if scores.flagged.any():
             restored = self._guard(faces.crops, restored, reference, scores)
-        return dataclasses.replace(batch, faces=dataclasses.replace(
-            faces, restored=restored, identity=scores))
+        return batch.with_faces(restored=restored, identity=scores)
 
     def _guard(self, crops: torch.Tensor, restored: torch.Tensor, reference: np.ndarray,
                result: IdentityScores) -> torch.Tensor:
