@@ -63,11 +63,13 @@ def frames_of(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
 
 
-def restore(src: Path, dst: Path, face_model: str, env: dict) -> dict:
-    cmd = [sys.executable, "-m", "vidrestore", str(src), str(dst), "--face-model", face_model,
-           "--bg-model", "none", "--no-download", "--quiet", "--overwrite"]
-    subprocess.run(cmd, check=True, env=env)
+def restore(src: Path, dst: Path, face_model: str, env: dict, config: str | None = None,
+            reuse: bool = False) -> dict:
     log = dst.with_name(dst.name + ".jsonl")
+    if not (reuse and log.exists()):
+        cmd = [sys.executable, "-m", "vidrestore", str(src), str(dst), "--face-model",
+               face_model, "--bg-model", "none", "--no-download", "--quiet", "--overwrite"]
+        subprocess.run(cmd + (["--config", config] if config else []), check=True, env=env)
     summary = json.loads(log.read_text().splitlines()[-1])["summary"]
     assert summary["failed_frames"] == 0, summary
     return summary
@@ -121,6 +123,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--model", default="vidrestore-face-v1")
     parser.add_argument("--work", type=Path)
+    parser.add_argument("--config", help="restore config (YAML) for the model's runs")
+    parser.add_argument("--reuse-passthrough", action="store_true",
+                        help="keep the passthrough outputs already in --work")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from vidrestore.degrade import degrade
@@ -143,14 +148,21 @@ def main() -> None:
             ref = trim(MEDIA / "clean" / "video" / name, work / f"{stem}_ref.mp4", args.frames)
             seed = 100 + sum(name.encode()) % 900  # one degradation per clip, on every run
             steps = frame_recipe(get_preset("video"), seed)
-            record = degrade(ref, work / f"{stem}_deg.mp4", seed=seed, steps=steps,
-                             overwrite=True)
+            saved = work / f"{stem}_deg.json"
+            if args.reuse_passthrough and saved.exists():  # the input the outputs were made of
+                record = json.loads(saved.read_text())
+            else:
+                record = degrade(ref, work / f"{stem}_deg.mp4", seed=seed, steps=steps,
+                                 overwrite=True)
+                saved.write_text(json.dumps(record, default=str))
             row = {"group": group, "clip": name, "frames": args.frames,
                    "degradation": record["steps"]}
             ref_frames = frames_of(ref)
             for label, model in (("model", args.model), ("passthrough", "passthrough")):
                 out = work / f"{stem}_{label}.mp4"
-                summary = restore(work / f"{stem}_deg.mp4", out, model, env)
+                summary = restore(work / f"{stem}_deg.mp4", out, model, env,
+                                  args.config if label == "model" else None,
+                                  args.reuse_passthrough and label == "passthrough")
                 figures, crops = face_figures(ref_frames, frames_of(out), detector, encoder)
                 row[label] = {**figures, "flicker": flicker(ref, out),
                               "face_model": summary["models"]["face"]["name"]}

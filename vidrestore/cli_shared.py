@@ -33,6 +33,11 @@ def _model_options(func):
                      help="Weight of the restored face against the input face, 0-1 "
                           "(default: 1, fully restored); with codeformer, its fidelity "
                           "weight w (0: most restoration, 1: closest to the input)."),
+        click.option("--temporal", "temporal", type=click.FloatRange(0, 1, max_open=True),
+                     metavar="W",
+                     help="Steady restored faces along their motion: the most weight the "
+                          "frame before gets, 0-1 (default: 0.8; 0: off, each frame "
+                          "restored on its own)."),
         click.option("--identity-guard", is_flag=True, default=None,
                      help="Blend faces that no longer look like their input back toward it "
                           "until they pass the identity check."),
@@ -116,6 +121,7 @@ def _model_flags(flags: dict[str, Any]) -> dict[str, Any]:
         "background": {"model": flags.get("bg_model"), "tile": flags.get("tile"),
                        "compile": compile_mode},
         "face": {"model": flags.get("face_model"), "fidelity": flags.get("fidelity"),
+                 "temporal_strength": flags.get("temporal"),
                  "identity_guard": flags.get("identity_guard"),
                  "identity_encoder": flags.get("identity_encoder"), "compile": compile_mode},
         "decode": {"hwaccel": flags.get("hwdecode")},

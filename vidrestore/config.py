@@ -147,6 +147,10 @@ class FaceConfig:
         at 4, an unchanged face on talk_real_1 came back at 38 dB instead of 53.
     colour_strength: 0-1, how much of the colour match is applied; 0 pastes faces in the
         restorer's own colours (for measuring what the colour stage does).
+    temporal_strength: 0-1 (1 excluded), the most weight a restored face's steadied face of
+        the frame before gets, carried along the motion (`stages.face_temporal`); 0: off.
+    temporal_threshold: local luma difference (0-1 units) above which a restored face is
+        taken as it is (a real change, not flicker).
     track: association, smoothing and skip settings of the face tracker.
     compile: torch.compile mode for the restorer (one of COMPILE_MODES; "off": eager).
     """
@@ -162,6 +166,8 @@ class FaceConfig:
     identity_guard: bool = False
     colour_history: float = 1.0
     colour_strength: float = 1.0
+    temporal_strength: float = 0.8
+    temporal_threshold: float = 0.15
     track: TrackConfig = field(default_factory=TrackConfig)
     compile: str = "off"
 
@@ -179,6 +185,12 @@ class FaceConfig:
         if not 0.0 <= self.colour_strength <= 1.0:
             raise ConfigError(f"face.colour_strength: {self.colour_strength} must be within "
                               "[0, 1]")
+        if not 0.0 <= self.temporal_strength < 1.0:
+            raise ConfigError(f"face.temporal_strength: {self.temporal_strength} must be "
+                              "within [0, 1)")
+        if self.temporal_threshold <= 0:
+            raise ConfigError(f"face.temporal_threshold: {self.temporal_threshold} must be "
+                              "positive")
         if self.detector not in DETECTORS and not self.detector.endswith((".pth", ".pt")):
             raise ConfigError(f"face.detector: {self.detector!r} is not one of "
                               f"{list(DETECTORS)} or a .pth file")

@@ -117,14 +117,15 @@ def test_observers_add_figures_and_change_no_pixel(detector, portrait):
         if stage.name in ("identity", "measure", "lpips"):
             assert batch.output is before.output and batch.inputs is before.inputs
             assert torch.equal(batch.faces.restored, before.faces.restored)
-    assert [s.name for s in path.stages] == ["detect", "align", "restore", "colour", "paste",
-                                             "measure"]
+    assert [s.name for s in path.stages] == ["detect", "align", "restore", "colour",
+                                             "temporal", "paste", "measure"]
     assert batch.faces.background is not None and batch.output is not batch.faces.background
     assert len(batch.notes[0]["faces"]) == 2
 
 
 def test_the_retry_snapshot_puts_back_tracker_and_colour_history(detector, portrait):
-    """A batch run again from the copied state gives the same tracks and pixels."""
+    """A batch run again from the copied state gives the same tracks and pixels (tracker,
+    colour and temporal history all put back)."""
     path = build_face_path(FaceConfig(model="passthrough", colour_history=3, identity=False),
                            FaceModels(detector, lambda x: (x * 0.8).clamp(0, 1)), CPU)
     first = PlainResize()(FrameBatch(inputs=portrait, scale=1, times_s=(0.0, 0.04)))
@@ -133,6 +134,7 @@ def test_the_retry_snapshot_puts_back_tracker_and_colour_history(detector, portr
     saved = copy.deepcopy(path.state)
     once = path(second)
     assert path.state[1].tracks  # the colour history has the tracks
+    assert path.state[2].faces  # and the temporal steadying its last faces
     path.state = saved
     again = path(second)
     assert torch.equal(once.output, again.output)

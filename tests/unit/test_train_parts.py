@@ -191,6 +191,9 @@ def test_validation_faces_are_all_degraded(tmp_path):
         def chip_affine(self, i):
             return np.eye(2, 3, dtype=np.float32)
 
+        def source_scale(self, i):
+            return 1.0
+
     batch = validation_batch(Crops(), Degrader(get_preset("video"), 0), 40, 0)
     assert isinstance(batch, Batch)
     diffs = (batch.degraded - batch.clean).abs().flatten(1).amax(1)
@@ -218,6 +221,53 @@ class _Clip:
 
     def image(self, i):
         return self.images[i]
+
+    def source_scale(self, i):
+        return 1.0
+
+
+def test_a_frame_recipe_reaches_the_crop_at_the_faces_source_scale():
+    """A face twice as large in its crop as in its frame: blur and motion blur twice as
+    long, the downscale twice as deep; a recipe without a downscale still takes the face
+    down to its source size before the noise and the codec; a face larger in its source
+    than in the crop gets smaller blurs and no enlarging."""
+    from vidrestore.train.degradation import at_source_scale
+
+    recipe = [("blur", {"sigma": 1.5}), ("motion", {"length": 4.0, "angle": 30.0}),
+              ("downscale", {"factor": 1.5, "method": "area"}), ("noise", {"sigma": 3.0})]
+    assert at_source_scale(recipe, 2.0) == [
+        ("blur", {"sigma": 3.0}), ("motion", {"length": 8.0, "angle": 30.0}),
+        ("downscale", {"factor": 3.0, "method": "area"}), ("noise", {"sigma": 3.0})]
+    assert at_source_scale([("blur", {"sigma": 1.0}), ("codec", {"crf": 30})], 2.0) == [
+        ("blur", {"sigma": 2.0}), ("downscale", {"factor": 2.0, "method": "area"}),
+        ("codec", {"crf": 30})]
+    assert at_source_scale(recipe, 0.5)[2] == ("downscale", {"factor": 1.0, "method": "area"})
+    assert at_source_scale([("noise", {"sigma": 2.0})], 0.5) == [("noise", {"sigma": 2.0})]
+    assert at_source_scale([], 3.0) == []  # the clean draw stays clean
+
+
+def test_native_scale_degrades_a_face_small_in_its_source_more():
+    only_blur = get_preset("video", {"prob": {"clean": 0.0, "light": 0.0, "blur": 1.0,
+                                              "motion": 0.0, "downscale": 0.0, "cast": 0.0,
+                                              "noise": 0.0, "jpeg": 0.0, "codec": 0.0}})
+    face = _face().repeat(4, 0).repeat(4, 1)[:512, :512]
+
+    def detail(image):
+        return float(np.abs(np.diff(image.astype(np.float32), axis=1)).mean())
+
+    native, plain = Degrader(only_blur, 3, native_scale=True), Degrader(only_blur, 3)
+    assert detail(native(face, 1, scale=2.5)) < 0.8 * detail(native(face, 1, scale=1.0))
+    assert np.array_equal(plain(face, 1, scale=2.5), plain(face, 1))  # off: scale unused
+
+
+def test_a_faces_source_scale_comes_from_its_eye_distance():
+    from vidrestore.train.data import CROP_EYE_PX, FaceCrops
+
+    crops = FaceCrops.__new__(FaceCrops)
+    crops.records = [{"eye_px": 63.0}, {"eye_px": CROP_EYE_PX}, {}]
+    assert [round(crops.source_scale(i), 3) for i in range(3)] == [
+        round(CROP_EYE_PX / 63.0, 3), 1.0, 1.0]
+    assert 125 < CROP_EYE_PX < 127  # the FFHQ template's eye distance at 512 px
 
 
 def test_neighbours_pair_consecutive_faces_of_one_track_within_the_gap():

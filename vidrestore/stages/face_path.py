@@ -33,8 +33,10 @@ from .face_colour import FaceColour
 from .face_parse import FaceParsing
 from .face_paste import FacePaste
 from .face_restore import FaceRestoration, Restorer
+from .face_temporal import FaceTemporal
 from .face_track import FaceTracking
 from .identity_guard import IdentityGuard
+from .restore import PassthroughRestorer
 
 
 @dataclass
@@ -56,6 +58,8 @@ def build_face_path(config: FaceConfig, models: FaceModels, device: torch.device
     if models.parser is not None:
         stages.append(FaceParsing(models.parser))
     stages.append(FaceColour(config.colour_strength, config.colour_history, device))
+    if config.temporal_strength > 0 and _changes_faces(models.restorer):
+        stages.append(FaceTemporal(config.temporal_strength, config.temporal_threshold))
     if models.identity is not None and config.identity_guard:
         stages.append(IdentityGuard(models.identity))
     stages.append(FacePaste())
@@ -65,6 +69,15 @@ def build_face_path(config: FaceConfig, models: FaceModels, device: torch.device
     if models.lpips is not None:
         stages.append(FaceLpips(models.lpips))
     return FacePath(stages, device)
+
+
+def _changes_faces(restorer: Restorer) -> bool:
+    """False for a restorer that hands faces back as they came (passthrough, fidelity 0):
+    there is nothing it adds to steady, and the input face must come back as it was."""
+    if isinstance(restorer, PassthroughRestorer):
+        return False
+    return not (getattr(restorer, "fidelity", 1.0) == 0.0
+                and not getattr(restorer, "is_codeformer", False))
 
 
 class FacePath:

@@ -35,12 +35,16 @@ class DataSection:
     """patch: side of the random training patches cut from the 512 crops (0: whole crops;
     GFPGAN always takes whole crops). degradation: preset name ("gfpgan", "video") and
     `degradation_overrides` (prob / ranges entries). val_faces: whole validation faces
-    scored every `val_every` steps and at the end (0: no validation)."""
+    scored every `val_every` steps and at the end (0: no validation). native_scale: degrade
+    each face at its size in its source (the manifest's eye distance), so a blur or a
+    downscale acts on the crop as the same step on the whole frame does (the video preset's
+    ranges are frame-level figures); off, they act on the 512 px crop itself."""
 
     patch: int = 128
     batch: int = 8
     degradation: str = "video"
     degradation_overrides: dict[str, Any] = field(default_factory=dict)
+    native_scale: bool = False
     val_faces: int = 16
     cache_in_memory: bool = True
 

@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..face_geometry import FFHQ_TEMPLATE_512
 from ..faces_dataset import read_manifest
 from .degradation import Degrader
 
 VAL_SEED_OFFSET = 1_000_003  # validation degradations never coincide with training ones
+CROP_EYE_PX = float(FFHQ_TEMPLATE_512[1, 0] - FFHQ_TEMPLATE_512[0, 0])  # 125.9 in a 512 crop
 
 
 @dataclass
@@ -60,6 +62,11 @@ class FaceCrops:
         if self.cache:
             self._cache[i] = rgb
         return rgb
+
+    def source_scale(self, i: int) -> float:
+        """Crop pixels per source pixel of face i (1 when the manifest has no eye distance)."""
+        eye_px = self.records[i].get("eye_px")
+        return CROP_EYE_PX / eye_px if eye_px else 1.0
 
     def chip_affine(self, i: int) -> np.ndarray:
         return np.asarray(self.records[i]["chip_affine"], np.float32)
@@ -112,7 +119,8 @@ class TrainSampler:
             if flip:
                 image = image[:, ::-1]
             sample_index = (step * 64 + stream) * 64 + j
-            low = self.degrader(np.ascontiguousarray(image), sample_index)
+            low = self.degrader(np.ascontiguousarray(image), sample_index,
+                                scale=self.crops.source_scale(int(i)))
             if self.patch and not whole:
                 size = image.shape[0]
                 y, x = rng.integers(0, size - self.patch + 1, size=2)
@@ -162,7 +170,8 @@ class PairSampler:
                 if flip:
                     image = image[:, ::-1]
                 image = np.ascontiguousarray(image)
-                low = self.degrader(image, sample_index, noise_index=sample_index * 2 + frame)
+                low = self.degrader(image, sample_index, noise_index=sample_index * 2 + frame,
+                                    scale=self.crops.source_scale(i))
                 if self.patch:
                     image = image[y:y + self.patch, x:x + self.patch]
                     low = low[y:y + self.patch, x:x + self.patch]
@@ -189,10 +198,11 @@ def validation_batch(crops: FaceCrops, degrader: Degrader, count: int, seed: int
     the mean."""
     preset = degrader.preset
     degrader = Degrader(dataclasses.replace(preset, prob={**preset.prob, "clean": 0.0}),
-                        degrader.seed)
+                        degrader.seed, degrader.native_scale)
     picks = np.linspace(0, len(crops) - 1, num=min(count, len(crops))).round().astype(int)
     clean = [crops.image(int(i)) for i in picks]
-    degraded = [degrader(image, VAL_SEED_OFFSET + seed + k) for k, image in enumerate(clean)]
+    degraded = [degrader(image, VAL_SEED_OFFSET + seed + k, scale=crops.source_scale(int(i)))
+                for k, (i, image) in enumerate(zip(picks, clean, strict=True))]
     chips = torch.from_numpy(np.stack([crops.chip_affine(int(i)) for i in picks]))
     return Batch(_to_tensor(clean), _to_tensor(degraded), chips)
 

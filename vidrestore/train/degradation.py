@@ -81,10 +81,15 @@ def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Degrada
 
 
 class Degrader:
-    """Degrades uint8 (S, S, 3) RGB crops; `__call__(image, index)` is deterministic."""
+    """Degrades uint8 (S, S, 3) RGB crops; `__call__(image, index)` is deterministic.
 
-    def __init__(self, preset: DegradationPreset, seed: int = 0) -> None:
-        self.preset, self.seed = preset, seed
+    native_scale: apply each recipe at the face's size in its source (`scale`, crop pixels
+    per source pixel, given with each crop), as a degradation of the whole frame acts on a
+    face before the aligner enlarges it (see `at_source_scale`)."""
+
+    def __init__(self, preset: DegradationPreset, seed: int = 0,
+                 native_scale: bool = False) -> None:
+        self.preset, self.seed, self.native_scale = preset, seed, native_scale
 
     def recipe(self, index: int) -> list[tuple[str, dict[str, Any]]]:
         """The steps and parameters sample `index` gets."""
@@ -118,19 +123,49 @@ class Degrader:
             out.append(("codec", {"crf": int(round(draw("codec.crf")))}))
         return out
 
-    def __call__(self, image: np.ndarray, index: int, noise_index: int | None = None
-                 ) -> np.ndarray:
+    def __call__(self, image: np.ndarray, index: int, noise_index: int | None = None,
+                 scale: float = 1.0) -> np.ndarray:
         """Degraded copy of `image` (uint8 RGB), same size. `noise_index` (default `index`)
-        seeds the noise alone: two frames of one clip share a recipe, not their noise."""
+        seeds the noise alone: two frames of one clip share a recipe, not their noise.
+        `scale`: crop pixels per source pixel (used with `native_scale`)."""
         size = image.shape[1], image.shape[0]
         noise_rng = np.random.default_rng([self.seed, index if noise_index is None
                                            else noise_index, 1])
+        recipe = self.recipe(index)
+        if self.native_scale:
+            recipe = at_source_scale(recipe, scale)
         x = image.astype(np.float32) / 255.0
-        for name, params in self.recipe(index):
+        for name, params in recipe:
             x = apply_step(x, name, params, noise_rng)
         if (x.shape[1], x.shape[0]) != size:
             x = cv2.resize(x, size, interpolation=cv2.INTER_LINEAR)
         return steps.to_uint8(x)
+
+
+def at_source_scale(recipe: list[tuple[str, dict[str, Any]]], scale: float
+                    ) -> list[tuple[str, dict[str, Any]]]:
+    """`recipe`, drawn for a face at its source's resolution, for its aligned crop, which
+    is `scale` times larger (crop pixels per source pixel): blur and motion lengths grow
+    by `scale`, and the downscale shrinks the crop to the face's source size times the
+    drawn factor, so noise and compression act on source-sized pixels, as on a frame. A
+    face larger in its source than the crop (scale < 1) gets smaller blurs and no enlarging
+    downscale. An untouched sample (the "clean" draw) stays untouched."""
+    if not recipe:
+        return recipe
+    out = []
+    for name, params in recipe:
+        if name == "blur":
+            params = {**params, "sigma": round(params["sigma"] * scale, 4)}
+        elif name == "motion":
+            params = {**params, "length": round(params["length"] * scale, 4)}
+        elif name == "downscale":
+            params = {**params, "factor": round(max(1.0, params["factor"] * scale), 4)}
+        out.append((name, params))
+    if scale > 1 and not any(name == "downscale" for name, _ in out):
+        # recipes run blur, motion, downscale, ...: the face goes to its source size there
+        at = sum(name in ("blur", "motion") for name, _ in out)
+        out.insert(at, ("downscale", {"factor": round(scale, 4), "method": "area"}))
+    return out
 
 
 def apply_step(x: np.ndarray, name: str, params: dict[str, Any],

@@ -144,11 +144,11 @@ class Trainer:
         self.train_crops = FaceCrops(data, "train", cfg.data.cache_in_memory)
         self.val_crops = _optional_split(data, "val")
         self.gen_crops = _gen_split(gen_data) if gen_data else None
-        self.sampler = TrainSampler(self.train_crops, Degrader(preset, cfg.seed), cfg.seed,
-                                    cfg.data.batch,
+        self.degrader = Degrader(preset, cfg.seed, cfg.data.native_scale)
+        self.sampler = TrainSampler(self.train_crops, self.degrader, cfg.seed, cfg.data.batch,
                                     0 if cfg.model.arch == "gfpgan" else cfg.data.patch)
-        self.val_degrader = Degrader(preset, cfg.seed)
-        self.pairs = self._open_pairs(preset)
+        self.val_degrader = self.degrader
+        self.pairs = self._open_pairs()
         self.model, self.forward = build_model(cfg)
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
@@ -163,11 +163,11 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self._stop = False
 
-    def _open_pairs(self, preset) -> PairSampler | None:
+    def _open_pairs(self) -> PairSampler | None:
         lossc = self.cfg.loss
         if lossc.temporal_weight <= 0:
             return None
-        pairs = PairSampler(self.train_crops, Degrader(preset, self.cfg.seed), self.cfg.seed,
+        pairs = PairSampler(self.train_crops, self.degrader, self.cfg.seed,
                             lossc.temporal_batch,
                             0 if self.cfg.model.arch == "gfpgan" else self.cfg.data.patch,
                             lossc.temporal_gap)

@@ -1,0 +1,148 @@
+"""Temporal steadying: what a restorer adds to a face stays put from frame to frame.
+
+A face restorer sees each frame on its own. Where the input wobbles from frame to frame (a
+hair outline or an eyelid edge that codec blocks and noise shift by a fraction of a pixel),
+a restorer that sharpens it makes the wobble sharper too: on video that reads as flicker,
+though the face itself may not move. So each restored face is blended with the same track's
+steadied face of the frame before, carried along the face's motion (Lai et al., "Learning
+Blind Video Temporal Consistency", ECCV 2018, use the same warped-previous-output idea):
+
+    flow      DIS optical flow between the track's input crops t-1 and t (half size,
+              lightly blurred: the face's motion, not its noise), checked forward against
+              backward (the flicker metric's `MotionEstimator`); pixels that fail get no blend
+    warped    steadied_{t-1} carried to frame t by the flow (bilinear, on the device)
+    d         local mean of |luma(restored_t - warped)|
+    w         strength * clamp(1 - d / threshold, 0, 1) where the flow holds, else 0
+    steadied_t = restored_t + w * (warped - restored_t)
+
+Where the two agree to within `threshold` (wobble, re-drawn texture) the face is a recursive
+average along the motion; where they differ more (a blink, the mouth opening faster than
+the flow follows) the new face is taken as it is, so nothing lags behind real motion. The
+crops follow the smoothed landmarks, so the flow between them is small. The state is each
+track's last input crop and steadied face; a track that was not restored on the frame
+before starts afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..batch import FrameBatch
+from ..metrics.flicker import MotionEstimator
+
+_LUMA = (0.299, 0.587, 0.114)
+BLUR_PX = 7  # local mean window of the difference, crop pixels (512 px crops)
+FLOW_SIGMA = 1.0  # Gaussian blur of the half-size crops the flow is measured on, pixels
+
+
+@dataclasses.dataclass
+class SteadyHistory:
+    """Per track: its last input crop and steadied face ((3, S, S) each) and its frame's
+    time; `last_time`: the time of the last frame the stage saw (a track continues only
+    from that frame)."""
+
+    crops: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+    faces: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+    times: dict[int, float] = dataclasses.field(default_factory=dict)
+    last_time: float | None = None
+
+    def end(self, track_ids) -> None:
+        for track_id in track_ids:
+            for history in (self.crops, self.faces, self.times):
+                history.pop(track_id, None)
+
+
+class FaceTemporal:
+    """A `StreamStage`: faces.restored (K, 3, S, S) float RGB in [0, 1] -> steadied along
+    the motion against the same track's face on the frame before (module docstring).
+
+    strength: 0-1 (1 excluded), the most weight the frame before gets (0: off).
+    threshold: in [0, 1] luma units, the local difference above which the new face is
+        taken as it is.
+    """
+
+    name = "temporal"
+
+    def __init__(self, strength: float, threshold: float) -> None:
+        if not 0.0 <= strength < 1.0:
+            raise ValueError(f"strength must be in [0, 1), got {strength}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be positive, got {threshold}")
+        self.strength, self.threshold = strength, threshold
+        self.state = SteadyHistory()
+        self._motion = MotionEstimator()
+
+    def __call__(self, batch: FrameBatch, /) -> FrameBatch:
+        faces, history = batch.faces, self.state
+        if not (faces.restored_count and self.strength > 0):
+            if len(batch):
+                history.last_time = batch.times_s[-1]
+            history.end(faces.ended_tracks)
+            return batch
+        track_ids = [faces.track_ids[i] for i in faces.restore_index.tolist()]
+        frames = faces.crop_frames.tolist()
+        steadied = faces.restored.clone()
+        for frame, now in enumerate(batch.times_s):
+            index = [k for k, f in enumerate(frames) if f == frame]
+            continuing = [k for k in index if history.last_time is not None
+                          and history.times.get(track_ids[k]) == history.last_time]
+            if continuing:
+                ids = [track_ids[k] for k in continuing]
+                steadied[continuing] = self._blend(
+                    steadied[continuing], faces.crops[continuing],
+                    torch.stack([history.crops[t] for t in ids]),
+                    torch.stack([history.faces[t] for t in ids]))
+            for k in index:
+                t = track_ids[k]
+                history.crops[t], history.faces[t] = faces.crops[k], steadied[k]
+                history.times[t] = now
+            history.last_time = now
+        history.end(faces.ended_tracks)
+        return batch.with_faces(restored=steadied)
+
+    def _blend(self, restored: torch.Tensor, crops: torch.Tensor, previous_crops: torch.Tensor,
+               previous: torch.Tensor) -> torch.Tensor:
+        """restored, crops: this frame's faces; previous_crops, previous: the frame before's
+        input crops and steadied faces of the same tracks; all (J, 3, S, S)."""
+        grid, valid = self._flow(previous_crops, crops)
+        warped = F.grid_sample(previous, grid, mode="bilinear", padding_mode="border",
+                               align_corners=True)
+        luma = torch.tensor(_LUMA, dtype=restored.dtype, device=restored.device)
+        change = torch.einsum("c,kchw->khw", luma, restored - warped).abs()[:, None]
+        local = F.avg_pool2d(change, BLUR_PX, stride=1, padding=BLUR_PX // 2,
+                             count_include_pad=False)
+        weight = self.strength * (1 - local / self.threshold).clamp_(0, 1) * valid
+        return torch.lerp(restored, warped, weight)
+
+    def _flow(self, previous: torch.Tensor, current: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each pixel of `current` (J, 3, S, S) was in `previous`: (J, S, S, 2)
+        grid_sample coordinates and a (J, 1, S, S) float mask of the pixels whose flow
+        holds, from DIS on the host at half size."""
+        size = current.shape[-1]
+        half = [_host_uint8(x) for x in (previous, current)]
+        grids, masks = [], []
+        for a, b in zip(*half, strict=True):
+            motion = self._motion(a, b)
+            grids.append(np.stack([motion.source_x, motion.source_y], -1))
+            masks.append(motion.valid)
+        device = current.device
+        grid = torch.from_numpy(np.stack(grids)).to(device).permute(0, 3, 1, 2)
+        # half-size sample positions -> full-size ones (pixel centres), then to [-1, 1]
+        grid = F.interpolate(grid * 2 + 0.5, size=(size, size), mode="bilinear",
+                             align_corners=False)
+        grid = (grid / (size - 1) * 2 - 1).permute(0, 2, 3, 1)
+        valid = torch.from_numpy(np.stack(masks)).to(device)[:, None].float()
+        return grid, F.interpolate(valid, size=(size, size), mode="nearest")
+
+
+def _host_uint8(faces: torch.Tensor) -> list[np.ndarray]:
+    """(J, 3, S, S) float [0, 1] -> J half-size (S/2, S/2, 3) uint8 RGB, lightly blurred."""
+    half = F.avg_pool2d(faces.float(), 2).clamp(0, 1).mul(255).round().to(torch.uint8)
+    images = half.permute(0, 2, 3, 1).cpu().numpy()
+    return [cv2.GaussianBlur(np.ascontiguousarray(x), (0, 0), FLOW_SIGMA) for x in images]
