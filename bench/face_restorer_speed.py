@@ -1,5 +1,5 @@
 """Seconds a face for a face restorer (default: the bundled vidrestore-face-v1) at the
-pipeline's crop size.
+pipeline's crop size, and for the temporal steadying that follows it in a video.
 
 Loads the model as a run does (model store, model factory, `FaceRestorer`) and times batches
 of 512x512 faces on the CPU, after a warm-up, at each of `--threads` torch threads; median
@@ -43,6 +43,27 @@ def _random_gfpgan(folder: Path) -> Path:
 RANDOM_FILES = {"codeformer": _random_codeformer, "gfpgan-1.3": _random_gfpgan}
 
 
+def _temporal_seconds(faces: int, repeats: int) -> float:
+    """Median seconds a face of the temporal steadying (flow on the host, warp and blend),
+    the face path's step after the restorer, on two frames of a moving face."""
+    import torch.nn.functional as F
+
+    from vidrestore.config import FaceConfig
+    from vidrestore.stages.face_temporal import FaceTemporal
+
+    config = FaceConfig()
+    stage = FaceTemporal(config.temporal_strength, config.temporal_threshold)
+    face = F.interpolate(torch.rand(faces, 3, 64, 64), size=(512, 512), mode="bicubic")
+    moved = torch.roll(face, 3, dims=3)
+    stage._blend(moved, moved, face, face)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        stage._blend(moved, moved, face, face)
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) / faces, 4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", type=Path)
@@ -81,6 +102,7 @@ def main() -> None:
             rows.append({"threads": threads, "faces_per_call": faces,
                          "s_per_face": round(statistics.median(times) / faces, 4),
                          "min_s_per_face": round(min(times) / faces, 4)})
+            rows[-1]["temporal_s_per_face"] = _temporal_seconds(faces, args.repeats)
     name = f"{args.random_official} (random weights, release layout)" \
         if args.random_official else resolved.spec.name
     write_json({**run_info(), **device_info("cpu"), "model": name,

@@ -206,3 +206,30 @@ def test_a_restorer_scaling_r_g_and_b_differently_is_undone_pixel_by_pixel(face,
     cheeks[..., SIZE * 5 // 10:SIZE * 7 // 10, SIZE * 4 // 10:SIZE * 6 // 10] = 1
     region_error = _mean_colour(out, cheeks) - _mean_colour(inputs, cheeks)
     assert region_error.abs().max() < 0.05
+
+
+def test_detail_a_restorer_adds_is_kept_while_its_cast_is_undone(media):
+    """Input: Adele's 512 px face blurred (sigma 6, what a restorer is given); restored: the
+    sharp face with a cast. The match takes the cast back out and keeps the detail:
+    statistics of the faces' low frequencies, so the blurred input's smaller spread does
+    not scale the restored face's contrast down to the blur's. (Matched on full-resolution
+    statistics, the same face came back at 35.8 dB with 92 % of its detail.)"""
+    bgr = cv2.imread(str(media / "images" / "gfpgan_cropped_faces_Adele_crop.png"))
+    sharp = torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    blurred = torch.from_numpy(cv2.GaussianBlur(sharp[0].permute(1, 2, 0).numpy(), (0, 0), 6)
+                               ).permute(2, 0, 1)[None]
+    restored = (sharp * torch.tensor([1.08, 0.95, 0.9]).view(1, 3, 1, 1)).clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 512), torch.linspace(-1, 1, 512),
+                            indexing="ij")
+    face_mask = ((1.5 - (xx / 0.6).square() - ((yy - 0.05) / 0.75).square())
+                 .clamp(0, 0.5) * 2)[None, None]
+    matched = ColourConsistency()([0], restored, blurred, face_mask)
+
+    def detail(x):  # high-pass energy inside the mask
+        low = F.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=False)
+        return float(((x - low) * face_mask).abs().mean())
+
+    assert detail(matched) > 0.95 * detail(sharp)
+    assert float(10 * torch.log10(1 / (matched - sharp).square().mean())) > 40
+    shift = (_mean_colour(matched, face_mask) - _mean_colour(sharp, face_mask)).abs()
+    assert float(shift.max()) < 1  # the cast is gone (8-bit steps)

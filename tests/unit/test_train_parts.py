@@ -317,3 +317,15 @@ def test_temporal_loss_is_zero_for_a_steady_error_and_grows_with_flicker():
     assert float(temporal_loss(clean0 + steady, clean1 + steady, clean0, clean1)) < 1e-7
     flicker = torch.randn_like(clean0) * 0.05
     assert float(temporal_loss(clean0 + flicker, clean1 - flicker, clean0, clean1)) > 0.05
+
+
+def test_colour_loss_ignores_detail_and_sees_a_colour_shift():
+    from vidrestore.train.losses import colour_loss
+
+    torch.manual_seed(0)
+    clean = torch.rand(2, 3, 64, 64)
+    # detail that averages out in each 16 px cell: a +-0.1 checkerboard
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2).float() * 0.2 - 0.1
+    assert float(colour_loss(clean + checker, clean)) < 1e-6
+    shifted = clean + torch.tensor([0.0, 4 / 255, -4 / 255]).view(1, 3, 1, 1)
+    assert abs(float(colour_loss(shifted, clean)) - (8 / 255) / 3) < 1e-6

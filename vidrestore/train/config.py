@@ -60,7 +60,9 @@ class LossSection:
     temporal: on `temporal_batch` pairs of neighbouring faces of a clip (at most
     `temporal_gap` frames apart, one recipe, each its own noise), the L1 of the restored
     change minus the clean change; it keeps what the restorer adds steady from frame to
-    frame (0: off; a dataset of stills has no pairs and logs it off)."""
+    frame (0: off; a dataset of stills has no pairs and logs it off).
+    colour: the L1 of 16 px local mean colours of restored and clean patch, so the restorer
+    keeps a face's colours (0: off)."""
 
     rec: str = "l1"
     rec_weight: float = 1.0
@@ -71,6 +73,7 @@ class LossSection:
     temporal_weight: float = 0.0
     temporal_batch: int = 4
     temporal_gap: int = 4
+    colour_weight: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from ..models.arch.face_unet import FaceUNet, face_unet_from_state_dict
 from .config import TrainConfig, config_from_dict
 from .data import Batch, FaceCrops, PairSampler, TrainSampler, describe_split, validation_batch
 from .degradation import Degrader, get_preset
-from .losses import IdentityLoss, reconstruction, temporal_loss
+from .losses import IdentityLoss, colour_loss, reconstruction, temporal_loss
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,8 @@ class Trainer:
             group["lr"] = learning_rate(cfg, self.step)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        totals = {"rec": 0.0, "identity": math.nan, "lpips": math.nan, "temporal": math.nan}
+        totals = {"rec": 0.0, "identity": math.nan, "lpips": math.nan, "temporal": math.nan,
+                  "colour": 0.0 if lossc.colour_weight > 0 else math.nan}
         samples = 0
         for micro in range(cfg.optim.accumulate):
             batch = self.sampler(self.step, stream=2 + micro)
@@ -246,6 +247,10 @@ class Trainer:
             rec = reconstruction(lossc.rec, out, clean)
             loss = lossc.rec_weight * rec
             totals["rec"] += rec.item() / cfg.optim.accumulate
+            if lossc.colour_weight > 0:
+                col = colour_loss(out, clean)
+                loss = loss + lossc.colour_weight * col
+                totals["colour"] += col.item() / cfg.optim.accumulate
             if self.lpips is not None and lossc.lpips_weight > 0:
                 lp = self.lpips.net(out, clean, normalize=True).mean()
                 loss = loss + lossc.lpips_weight * lp
@@ -280,7 +285,8 @@ class Trainer:
         totals["total"] = lossc.rec_weight * totals["rec"] + sum(
             w * totals[k] for k, w in (("identity", lossc.identity_weight),
                                        ("lpips", lossc.lpips_weight),
-                                       ("temporal", lossc.temporal_weight))
+                                       ("temporal", lossc.temporal_weight),
+                                       ("colour", lossc.colour_weight))
             if w > 0 and not math.isnan(totals[k]))
         totals["samples"] = samples
         return totals
