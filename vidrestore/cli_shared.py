@@ -36,7 +36,7 @@ def _model_options(func):
         click.option("--temporal", "temporal", type=click.FloatRange(0, 1, max_open=True),
                      metavar="W",
                      help="Steady restored faces along their motion: the most weight the "
-                          "frame before gets, 0-1 (default: 0.8; 0: off, each frame "
+                          "frame before gets, 0-1 (default: 0.85; 0: off, each frame "
                           "restored on its own)."),
         click.option("--identity-guard", is_flag=True, default=None,
                      help="Blend faces that no longer look like their input back toward it "

@@ -166,8 +166,8 @@ class FaceConfig:
     identity_guard: bool = False
     colour_history: float = 1.0
     colour_strength: float = 1.0
-    temporal_strength: float = 0.8
-    temporal_threshold: float = 0.15
+    temporal_strength: float = 0.85
+    temporal_threshold: float = 0.2
     track: TrackConfig = field(default_factory=TrackConfig)
     compile: str = "off"
 

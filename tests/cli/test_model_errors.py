@@ -86,16 +86,16 @@ def test_a_cached_face_model_with_the_wrong_hash_is_exit_3(cli, clip, tmp_path):
 
 def test_an_official_face_model_missing_offline_is_a_loud_counted_fallback(cli, clip,
                                                                            tmp_path):
-    """GFPGAN cannot be had offline: the bundled vidrestore-face-v1 stands in, said on the
+    """GFPGAN cannot be had offline: the bundled vidrestore-face-v2 stands in, said on the
     console and counted in the summary's fallbacks."""
     out = tmp_path / "out.mp4"
     result = cli(clip, out, "--face-model", "gfpgan-1.3", "--bg-model", "none",
                  "--batch-size", "3", "--no-download")
     assert result.exit_code == 0, result.output
-    said = "face model gfpgan-1.3 is not available; using vidrestore-face-v1"
+    said = "face model gfpgan-1.3 is not available; using vidrestore-face-v2"
     assert said in result.output
     summary = result.summaries[0]
-    assert summary["models"]["face"]["name"] == "vidrestore-face-v1"
+    assert summary["models"]["face"]["name"] == "vidrestore-face-v2"
     assert any(said in f["what"] for f in summary["fallbacks"])
     result = cli(clip, out, "--face-model", "gfpgan-1.3", "--bg-model", "none",
                  "--no-download", "--strict-models", "--overwrite")

@@ -240,13 +240,13 @@ def test_a_weight_file_that_is_not_a_model_is_one_line(cli, tmp_path):
 
 @pytest.mark.slow
 def test_sample_with_the_bundled_background_model(cli, tmp_path):
-    """The README's main job, offline: bundled Real-ESRGAN and vidrestore-face-v1 stand in
+    """The README's main job, offline: bundled Real-ESRGAN and vidrestore-face-v2 stand in
     and say so."""
     out = tmp_path / "sample_restored.mp4"
     result = cli(ROOT / "samples" / "sample.mp4", out, "--config", "fast", "--no-download")
     assert result.exit_code == 0, result.output
     assert "FACE RESTORATION IS OFF" not in result.output
-    assert "using vidrestore-face-v1 (bundled:vidrestore) in its place" in result.output
+    assert "using vidrestore-face-v2 (bundled:vidrestore) in its place" in result.output
     assert "realesr-animevideov3-ncnn" in result.output
     assert frame_times(out) == frame_times(ROOT / "samples" / "sample.mp4")
     from tests.conftest import packets

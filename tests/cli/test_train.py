@@ -204,12 +204,12 @@ def test_offline_default_run_restores_faces_with_the_bundled_stand_in(cli, tmp_p
     out = tmp_path / "restored.png"
     result = cli(photo, out, "--bg-model", "none", "--no-download")
     assert result.exit_code == 0, result.output
-    assert "using vidrestore-face-v1 (bundled:vidrestore) in its place" in result.output
+    assert "using vidrestore-face-v2 (bundled:vidrestore) in its place" in result.output
     summary = _summary(out)
     assert summary["failed_frames"] == 0
     face = summary["models"]["face"]
-    assert (face["name"], face["requested"]) == ("vidrestore-face-v1", "gfpgan-1.3")
-    assert any("vidrestore-face-v1" in w for w in summary["warnings"])
+    assert (face["name"], face["requested"]) == ("vidrestore-face-v2", "gfpgan-1.3")
+    assert any("vidrestore-face-v2" in w for w in summary["warnings"])
     assert not any("FACE RESTORATION IS OFF" in w for w in summary["warnings"])
     assert sum(t["restored"] for t in summary["faces"]["tracks"].values()) >= 1
 

@@ -74,7 +74,7 @@ def test_page_restores_a_photo_and_a_clip(server, media, tmp_path):
             # the default preset (identity scored, so there is an identity plot) with the
             # bundled restorer, and a plain resize for the background (fast on a CPU)
             page.select_option("select[name=preset]", "default")
-            page.select_option("select[name=face_model]", "vidrestore-face-v1")
+            page.select_option("select[name=face_model]", "vidrestore-face-v2")
             page.select_option("select[name=bg_model]", "none")
             page.click("#go")
             expect(page.locator("#submit-error")).to_have_text("")

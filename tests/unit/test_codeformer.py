@@ -49,7 +49,7 @@ def test_the_registry_entry_says_where_it_comes_from_and_that_it_is_non_commerci
         "codeformer.pth"
     assert "S-Lab" in spec.license and "non-commercial" in spec.license
     assert spec.size_bytes == 376_637_898 and len(spec.sha256) == 64
-    assert spec.fallback == "vidrestore-face-v1"  # offline, as for GFPGAN
+    assert spec.fallback == "vidrestore-face-v2"  # offline, as for GFPGAN
 
 
 def test_models_list_shows_its_licence(cli):

@@ -231,8 +231,8 @@ def test_missing_gfpgan_gets_the_bundled_stand_in_named_or_fails_when_strict(tmp
     assert [s.name for s in built.stages] == ["background", "faces"]
     face = built.models["face"]
     assert (face["name"], face["requested"], face["source"]) == (
-        "vidrestore-face-v1", "gfpgan-1.3", "bundled:vidrestore")
-    assert "face model gfpgan-1.3 is not available; using vidrestore-face-v1 " \
+        "vidrestore-face-v2", "gfpgan-1.3", "bundled:vidrestore")
+    assert "face model gfpgan-1.3 is not available; using vidrestore-face-v2 " \
         "(bundled:vidrestore) in its place" in built.warnings
     assert not [w for w in built.warnings if w.startswith("FACE RESTORATION IS OFF")]
     cfg = build_config({"background": {"model": "none"},

@@ -275,8 +275,8 @@ def test_a_model_without_stand_in_raises_when_missing(tmp_path):
 def test_missing_gfpgan_gets_the_bundled_face_restorer_unless_strict(tmp_path):
     config = ModelsConfig(dir=str(tmp_path), download=False)
     resolved = ModelStore(config).locate("gfpgan-1.3")
-    assert (resolved.spec.name, resolved.source) == ("vidrestore-face-v1", "bundled:vidrestore")
-    assert resolved.is_fallback and "using bundled vidrestore-face-v1" in resolved.note
+    assert (resolved.spec.name, resolved.source) == ("vidrestore-face-v2", "bundled:vidrestore")
+    assert resolved.is_fallback and "using bundled vidrestore-face-v2" in resolved.note
     strict = ModelsConfig(dir=str(tmp_path), download=False, strict=True)
     with pytest.raises(DownloadError, match="gfpgan-1.3: GFPGANv1.3.pth is not in"):
         ModelStore(strict).locate("gfpgan-1.3")
@@ -308,8 +308,8 @@ def test_status_rows_describe_every_model(tmp_path):
     assert set(rows) == set(REGISTRY)
     assert (rows["parsenet"].status, rows["parsenet"].source) == ("present", "cache")
     assert (rows["gfpgan-1.3"].status, rows["gfpgan-1.3"].source) == (
-        "missing", "fallback:vidrestore-face-v1")
-    assert rows["vidrestore-face-v1"].status == "bundled"
+        "missing", "fallback:vidrestore-face-v2")
+    assert rows["vidrestore-face-v1"].status == rows["vidrestore-face-v2"].status == "bundled"
     assert rows["realesrgan-x2plus"].source == "fallback:realesrgan-x4plus-ncnn"
     assert rows["dlib-resnet-face"].status == "bundled"
 

@@ -24,7 +24,7 @@ OFFICIAL = {
 }
 BUNDLED = {"realesrgan-x4plus-ncnn", "realesr-animevideov3-ncnn",
            "retinaface-mobilenet0.25-onnx", "dlib-resnet-face", "dlib-5point", "lpips-alex",
-           "vidrestore-face-v1"}
+           "vidrestore-face-v1", "vidrestore-face-v2"}
 
 # Official files whose SHA-256 no source publishes (searched: project READMEs and releases,
 # OpenModelDB, other projects' model lists). They are checked by size alone, with a warning.
@@ -81,10 +81,10 @@ def test_fallbacks_point_at_bundled_specs_as_agreed():
         "retinaface-mobilenet0.25": "retinaface-mobilenet0.25-onnx",
         "retinaface-resnet50": "retinaface-mobilenet0.25-onnx",
         "arcface-buffalo_l": "dlib-resnet-face",
-        "gfpgan-1.3": "vidrestore-face-v1",
-        "gfpgan-1.4": "vidrestore-face-v1",
-        "restoreformer++": "vidrestore-face-v1",
-        "codeformer": "vidrestore-face-v1",
+        "gfpgan-1.3": "vidrestore-face-v2",
+        "gfpgan-1.4": "vidrestore-face-v2",
+        "restoreformer++": "vidrestore-face-v2",
+        "codeformer": "vidrestore-face-v2",
     }
     for name, target in fallbacks.items():
         assert REGISTRY[target].bundled

