@@ -249,3 +249,37 @@ def test_training_runs_bf16_channels_last_on_cuda(cli, dataset, tmp_path):
                  "--device", "cuda")
     assert result.exit_code == 0, result.output
     assert len(_steps(tmp_path / "run")) == 3
+
+
+def test_the_lpips_term_trains_with_an_alexnet_trunk_in_the_official_layout(
+        cli, dataset, tmp_path, monkeypatch):
+    """With AlexNet's trunk cached (a random torchvision AlexNet saved as the release file
+    is, accepted by digest), `loss.lpips_weight` adds LPIPS to the loss on every step and
+    LPIPS to the validation figures; the log says it is on."""
+    import vidrestore.models
+    from tests.model_files import random_alexnet_trunk, registry_accepting
+
+    cache = tmp_path / "cache"
+    (cache / "vidrestore" / "models").mkdir(parents=True)
+    trunk = random_alexnet_trunk(cache / "vidrestore" / "models" / "alexnet-owt-7be5be79.pth")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    accepting = registry_accepting(**{"alexnet-imagenet": trunk})
+
+    class Store(vidrestore.models.ModelStore):  # the trainer's store, with that digest
+        def __init__(self, config=None, **kwargs):
+            super().__init__(config, registry=accepting, **kwargs)
+
+    monkeypatch.setattr(vidrestore.models, "ModelStore", Store)
+    config = _tiny_config(tmp_path, loss={"lpips_weight": 0.5}, optim={"steps": 4},
+                          val_every=4)
+    result = cli("train", "--data", dataset, "--out", tmp_path / "run", "--config", config)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "run" / "train.jsonl").read_text()
+               .splitlines()]
+    assert records[0]["lpips"] == "on"
+    steps = _steps(tmp_path / "run")
+    assert len(steps) == 4 and all(s["lpips"] is not None and s["lpips"] > 0 for s in steps)
+    assert all(abs(s["total"] - s["rec"] - 0.5 * s["lpips"] - 0.1 * (s["identity"] or 0))
+               < 1e-5 for s in steps)
+    val = [r for r in records if r["kind"] == "val"][-1]
+    assert val["lpips_model"] > 0 and val["lpips_passthrough"] > 0
