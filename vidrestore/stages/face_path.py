@@ -1,8 +1,9 @@
 """The face path as one pipeline step: its stages in the order of the design's diagram,
-detect+track -> align -> restore -> (parse) -> colour -> (identity guard) -> paste, then the
-observers that measure and log (identity, figures, LPIPS). Each is a small stage over the
-batch's `FaceSet`; `FacePath` only runs them in order and times each ("faces.<name>" in the
-frames' timings, per frame). `build_face_path` is the plain function that lines them up.
+detect+track -> align -> restore -> (parse) -> colour -> (temporal) -> (identity guard) ->
+paste, then the observers that measure and log (identity, figures, LPIPS). Each is a small
+stage over the batch's `FaceSet`; `FacePath` only runs them in order and times each
+("faces.<name>" in the frames' timings, per frame). `build_face_path` is the plain
+function that lines them up.
 
 All faces of a batch travel together: one detector pass over the frames, one warp for all
 crops, one restorer call, one parse, one colour update, one paste call. Only the tracker goes
