@@ -118,7 +118,7 @@ def test_ended_tracks_are_forgotten_and_the_state_copies_for_retries():
     snapshot = copy.deepcopy(stage.state)
     assert set(snapshot.faces) == {7}
     stage(batch_of(face[None], face[None].clone(), [1.0], track_ids=(7,), ended={7}))
-    assert not stage.state.faces and not stage.state.crops and not stage.state.times
+    assert not stage.state.faces and not stage.state.guides and not stage.state.times
     stage.state = snapshot  # a retry puts the snapshot back: track 7 continues from it
     assert set(stage.state.faces) == {7}
 

@@ -37,7 +37,6 @@ from .face_restore import FaceRestoration, Restorer
 from .face_temporal import FaceTemporal
 from .face_track import FaceTracking
 from .identity_guard import IdentityGuard
-from .restore import PassthroughRestorer
 
 
 @dataclass
@@ -59,7 +58,9 @@ def build_face_path(config: FaceConfig, models: FaceModels, device: torch.device
     if models.parser is not None:
         stages.append(FaceParsing(models.parser))
     stages.append(FaceColour(config.colour_strength, config.colour_history, device))
-    if config.temporal_strength > 0 and _changes_faces(models.restorer):
+    # a restorer that hands faces back as they came adds nothing to steady, and the input
+    # face must come back as it was (passthrough, fidelity 0); any other callable changes them
+    if config.temporal_strength > 0 and getattr(models.restorer, "changes_faces", True):
         stages.append(FaceTemporal(config.temporal_strength, config.temporal_threshold))
     if models.identity is not None and config.identity_guard:
         stages.append(IdentityGuard(models.identity))
@@ -70,15 +71,6 @@ def build_face_path(config: FaceConfig, models: FaceModels, device: torch.device
     if models.lpips is not None:
         stages.append(FaceLpips(models.lpips))
     return FacePath(stages, device)
-
-
-def _changes_faces(restorer: Restorer) -> bool:
-    """False for a restorer that hands faces back as they came (passthrough, fidelity 0):
-    there is nothing it adds to steady, and the input face must come back as it was."""
-    if isinstance(restorer, PassthroughRestorer):
-        return False
-    return not (getattr(restorer, "fidelity", 1.0) == 0.0
-                and not getattr(restorer, "is_codeformer", False))
 
 
 class FacePath:

@@ -19,8 +19,8 @@ Where the two agree to within `threshold` (wobble, re-drawn texture) the face is
 average along the motion; where they differ more (a blink, the mouth opening faster than
 the flow follows) the new face is taken as it is, so nothing lags behind real motion. The
 crops follow the smoothed landmarks, so the flow between them is small. The state is each
-track's last input crop and steadied face; a track that was not restored on the frame
-before starts afresh.
+track's last flow guide (its input crop, small and blurred, on the host) and steadied face;
+a track that was not restored on the frame before starts afresh.
 """
 
 from __future__ import annotations
@@ -47,18 +47,19 @@ FLOW_SIGMA = 2.0
 
 @dataclasses.dataclass
 class SteadyHistory:
-    """Per track: its last input crop and steadied face ((3, S, S) each) and its frame's
-    time; `last_time`: the time of the last frame the stage saw (a track continues only
-    from that frame)."""
+    """Per track: its last input crop as the flow sees it (a small blurred uint8 host image,
+    `flow_guides`), its last steadied face ((3, S, S) on the device) and that frame's time;
+    `last_time`: the time of the last frame the stage saw (a track continues only from that
+    frame)."""
 
-    crops: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+    guides: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
     faces: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
     times: dict[int, float] = dataclasses.field(default_factory=dict)
     last_time: float | None = None
 
     def end(self, track_ids) -> None:
         for track_id in track_ids:
-            for history in (self.crops, self.faces, self.times):
+            for history in (self.guides, self.faces, self.times):
                 history.pop(track_id, None)
 
 
@@ -94,27 +95,33 @@ class FaceTemporal:
         steadied = faces.restored.clone()
         for frame, now in enumerate(batch.times_s):
             index = [k for k, f in enumerate(frames) if f == frame]
-            continuing = [k for k in index if history.last_time is not None
+            if not index:
+                history.last_time = now
+                continue
+            guides = flow_guides(faces.crops[index])  # each face downloaded once
+            continuing = [j for j, k in enumerate(index) if history.last_time is not None
                           and history.times.get(track_ids[k]) == history.last_time]
             if continuing:
-                ids = [track_ids[k] for k in continuing]
-                steadied[continuing] = self._blend(
-                    steadied[continuing], faces.crops[continuing],
-                    torch.stack([history.crops[t] for t in ids]),
+                rows = [index[j] for j in continuing]
+                ids = [track_ids[k] for k in rows]
+                steadied[rows] = self._blend(
+                    steadied[rows], [guides[j] for j in continuing],
+                    [history.guides[t] for t in ids],
                     torch.stack([history.faces[t] for t in ids]))
-            for k in index:
+            for j, k in enumerate(index):
                 t = track_ids[k]
-                history.crops[t], history.faces[t] = faces.crops[k], steadied[k]
+                history.guides[t], history.faces[t] = guides[j], steadied[k].clone()
                 history.times[t] = now
             history.last_time = now
         history.end(faces.ended_tracks)
         return batch.with_faces(restored=steadied)
 
-    def _blend(self, restored: torch.Tensor, crops: torch.Tensor, previous_crops: torch.Tensor,
-               previous: torch.Tensor) -> torch.Tensor:
-        """restored, crops: this frame's faces; previous_crops, previous: the frame before's
-        input crops and steadied faces of the same tracks; all (J, 3, S, S)."""
-        grid, valid = self._flow(previous_crops, crops)
+    def _blend(self, restored: torch.Tensor, guides: list[np.ndarray],
+               previous_guides: list[np.ndarray], previous: torch.Tensor) -> torch.Tensor:
+        """restored: this frame's faces, (J, 3, S, S); guides: their input crops' flow
+        guides; previous_guides, previous: the frame before's guides and steadied faces of
+        the same tracks."""
+        grid, valid = self._flow(previous_guides, guides, restored.shape[-1], restored.device)
         warped = F.grid_sample(previous, grid, mode="bilinear", padding_mode="border",
                                align_corners=True)
         luma = torch.tensor(_LUMA, dtype=restored.dtype, device=restored.device)
@@ -124,21 +131,18 @@ class FaceTemporal:
         weight = self.strength * (1 - local / self.threshold).clamp_(0, 1) * valid
         return torch.lerp(restored, warped, weight)
 
-    def _flow(self, previous: torch.Tensor, current: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Where each pixel of `current` (J, 3, S, S) was in `previous`: (J, S, S, 2)
-        grid_sample coordinates and a (J, 1, S, S) float mask of the pixels whose flow
-        holds, from DIS on the host at 1/FLOW_SCALE size."""
-        size = current.shape[-1]
-        half = [_host_uint8(x) for x in (previous, current)]
+    def _flow(self, previous: list[np.ndarray], current: list[np.ndarray], size: int,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each pixel of a size x size crop was in the crop before, from DIS between
+        the two crops' flow guides: (J, S, S, 2) grid_sample coordinates and a (J, 1, S, S)
+        float mask of the pixels whose flow holds."""
         grids, masks = [], []
-        for a, b in zip(*half, strict=True):
+        for a, b in zip(previous, current, strict=True):
             motion = self._motion(a, b)
             grids.append(np.stack([motion.source_x, motion.source_y], -1))
             masks.append(motion.valid)
-        device = current.device
         grid = torch.from_numpy(np.stack(grids)).to(device).permute(0, 3, 1, 2)
-        # half-size sample positions -> full-size ones (pixel centres), then to [-1, 1]
+        # small-image sample positions -> full-size ones (pixel centres), then to [-1, 1]
         grid = F.interpolate(grid * FLOW_SCALE + (FLOW_SCALE - 1) / 2, size=(size, size),
                              mode="bilinear", align_corners=False)
         grid = (grid / (size - 1) * 2 - 1).permute(0, 2, 3, 1)
@@ -146,8 +150,9 @@ class FaceTemporal:
         return grid, F.interpolate(valid, size=(size, size), mode="nearest")
 
 
-def _host_uint8(faces: torch.Tensor) -> list[np.ndarray]:
-    """(J, 3, S, S) float [0, 1] -> J (S/FLOW_SCALE, S/FLOW_SCALE, 3) uint8 RGB, blurred."""
-    half = F.avg_pool2d(faces.float(), FLOW_SCALE).clamp(0, 1).mul(255).round().to(torch.uint8)
-    images = half.permute(0, 2, 3, 1).cpu().numpy()
+def flow_guides(faces: torch.Tensor) -> list[np.ndarray]:
+    """(J, 3, S, S) float [0, 1] -> J (S/FLOW_SCALE, S/FLOW_SCALE, 3) uint8 RGB host images,
+    blurred: what the flow is measured on."""
+    small = F.avg_pool2d(faces.float(), FLOW_SCALE).clamp(0, 1).mul(255).round().to(torch.uint8)
+    images = small.permute(0, 2, 3, 1).cpu().numpy()
     return [cv2.GaussianBlur(np.ascontiguousarray(x), (0, 0), FLOW_SIGMA) for x in images]

@@ -104,12 +104,17 @@ class FaceRestorer:
         """
         self._check(faces)
         faces = faces.to(self.device, torch.float32)
-        if faces.shape[0] == 0 or (self.fidelity == 0.0 and not self.is_codeformer):
+        if faces.shape[0] == 0 or not self.changes_faces:
             return faces.clone()
         restored = self._run_with_fallback(faces)
         if self.fidelity < 1.0 and not self.is_codeformer:
             restored = torch.lerp(faces, restored, self.fidelity)
         return restored
+
+    @property
+    def changes_faces(self) -> bool:
+        """False at fidelity 0 (the input face comes back; CodeFormer's w is no such mix)."""
+        return self.fidelity > 0.0 or self.is_codeformer
 
     def _check(self, faces: torch.Tensor) -> None:
         if faces.ndim != 4 or faces.shape[1] != 3 or faces.shape[2] != faces.shape[3]:
@@ -159,6 +164,7 @@ class PassthroughRestorer:
     """`--face-model passthrough`: faces come back unchanged (checks alignment and seams)."""
 
     fidelity = 1.0
+    changes_faces = False
 
     def __call__(self, faces: torch.Tensor) -> torch.Tensor:
         """faces: (K, 3, S, S) float in [0, 1]; returns the same tensor, not a copy."""

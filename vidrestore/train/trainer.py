@@ -147,7 +147,6 @@ class Trainer:
         self.degrader = Degrader(preset, cfg.seed, cfg.data.native_scale)
         self.sampler = TrainSampler(self.train_crops, self.degrader, cfg.seed, cfg.data.batch,
                                     0 if cfg.model.arch == "gfpgan" else cfg.data.patch)
-        self.val_degrader = self.degrader
         self.pairs = self._open_pairs()
         self.model, self.forward = build_model(cfg)
         self.model.to(device)
@@ -322,7 +321,7 @@ class Trainer:
         crops = self.val_crops if kind == "val" else self.gen_crops
         if crops is None or (kind == "val" and self.cfg.data.val_faces == 0):
             return None
-        batch = validation_batch(crops, self.val_degrader, self.cfg.data.val_faces
+        batch = validation_batch(crops, self.degrader, self.cfg.data.val_faces
                                  if kind == "val" else max(self.cfg.data.val_faces, 32),
                                  self.cfg.seed + (0 if kind == "val" else 17))
         figures, out = self.evaluate(batch)
